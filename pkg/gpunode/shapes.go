@@ -76,6 +76,10 @@ func Shape(name string) (*Node, error) {
 	if !ok {
 		return nil, fmt.Errorf("unknown gpu node shape %q (known: %v)", name, ShapeNames())
 	}
+	return s.node(name)
+}
+
+func (s shape) node(name string) (*Node, error) {
 	perSocket := s.gpus / s.sockets
 	n := &Node{GPUs: make([]GPU, s.gpus), Links: make([][]Link, s.gpus)}
 	h := crc32.ChecksumIEEE([]byte(name))
