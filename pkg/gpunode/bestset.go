@@ -143,11 +143,14 @@ func (n *Node) tables() *prepared {
 
 var cache = struct {
 	sync.Mutex
-	m map[string]*prepared
+	m     map[string]*prepared
+	bytes int
 }{m: map[string]*prepared{}}
 
-// maxCached bounds the shared cache; real clusters have a handful of shapes.
-const maxCached = 256
+// maxCachedBytes bounds the shared cache (a 16-GPU table is 384 KiB, an
+// 8-GPU one 1.5 KiB); real clusters have a handful of shapes, and a node
+// whose matrix no longer fits just keeps its own tables.
+const maxCachedBytes = 32 << 20
 
 // prepare assumes a square link matrix.
 func prepare(n *Node) *prepared {
@@ -171,11 +174,16 @@ func prepare(n *Node) *prepared {
 	if g <= ExactMaxGPUs {
 		p.buildTables()
 	}
+	size := len(p.score) + 4*len(p.set) + 2*len(p.tri)
 	cache.Lock()
-	if len(cache.m) < maxCached {
-		cache.m[key] = p
+	defer cache.Unlock()
+	if q := cache.m[key]; q != nil {
+		return q // built meanwhile by another goroutine
 	}
-	cache.Unlock()
+	if cache.bytes+size <= maxCachedBytes {
+		cache.m[key] = p
+		cache.bytes += size
+	}
 	return p
 }
 
