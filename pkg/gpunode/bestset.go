@@ -104,9 +104,18 @@ func (q SetQuality) Score() int {
 type prepared struct {
 	n     int
 	score []uint8 // n*n PairScore, row major
-	// For n <= ExactMaxGPUs, indexed by GPU bitmask:
-	set []uint32 // Worst<<16 | Sum of the pairs inside the mask
-	tri []uint16 // sum over triples inside the mask of the triple's worst pair
+	// For n <= ExactMaxGPUs, indexed by GPU bitmask, 16 bits each:
+	// Worst | Sum | Tri | Sum, where Worst and Sum rate the pairs inside the
+	// mask and Tri sums each inside triple's worst pair. The high half rates
+	// a mask as the chosen set, the low half as the leftover, so a
+	// candidate's whole key is tab[set]&hi | tab[left]&lo: one uint64
+	// compare, two lookups.
+	tab []uint64
+	// twinsBelow[i]: GPUs below i with the same score row as i (ignoring
+	// the i-j entry). Twins are interchangeable, so only sets that use the
+	// lowest free twins of each class need to be searched: on an NVSwitch
+	// node that is one set per k.
+	twinsBelow []uint64
 }
 
 // Prepare validates n and builds its set-selection tables. Decode and Shape
@@ -174,7 +183,7 @@ func prepare(n *Node) *prepared {
 	if g <= ExactMaxGPUs {
 		p.buildTables()
 	}
-	size := len(p.score) + 4*len(p.set) + 2*len(p.tri)
+	size := len(p.score) + 8*len(p.tab) + 8*len(p.twinsBelow)
 	cache.Lock()
 	defer cache.Unlock()
 	if q := cache.m[key]; q != nil {
@@ -187,21 +196,28 @@ func prepare(n *Node) *prepared {
 	return p
 }
 
-// buildTables fills set and tri for every subset by adding its lowest GPU
-// to the already computed rest: 2^n entries, O(n^2) each at worst.
+// buildTables fills tab for every subset by adding its lowest GPU to the
+// already computed rest: 2^n entries, O(n^2) each at worst. No field
+// overflows 16 bits for n <= 16: Sum <= 120*100, Tri <= 560*100.
 func (p *prepared) buildTables() {
 	g := p.n
 	size := 1 << g
-	p.set = make([]uint32, size)
-	p.tri = make([]uint16, size)
-	p.set[0] = MaxPairScore << 16
+	p.tab = make([]uint64, size)
+	p.twinsBelow = make([]uint64, g)
+	for i := range g {
+		for j := range i {
+			if p.twins(i, j) {
+				p.twinsBelow[i] |= 1 << j
+			}
+		}
+	}
+	p.tab[0] = MaxPairScore << 48
 	for mask := 1; mask < size; mask++ {
 		i := bits.TrailingZeros(uint(mask))
-		rest := mask &^ (1 << i)
-		worst, sum := int(p.set[rest]>>16), int(p.set[rest]&0xffff)
-		tri := int(p.tri[rest])
+		rest := p.tab[mask&^(1<<i)]
+		worst, sum, tri := int(rest>>48), int(rest&0xffff), int(rest>>16&0xffff)
 		row := p.score[i*g : i*g+g]
-		for r := rest; r != 0; r &= r - 1 {
+		for r := mask &^ (1 << i); r != 0; r &= r - 1 {
 			j := bits.TrailingZeros(uint(r))
 			s := int(row[j])
 			worst = min(worst, s)
@@ -211,8 +227,7 @@ func (p *prepared) buildTables() {
 				tri += int(min(row[j], row[k], p.score[j*g+k]))
 			}
 		}
-		p.set[mask] = uint32(worst)<<16 | uint32(sum)
-		p.tri[mask] = uint16(tri)
+		p.tab[mask] = uint64(worst)<<48 | uint64(sum)<<32 | uint64(tri)<<16 | uint64(sum)
 	}
 }
 
@@ -255,7 +270,7 @@ func (n *Node) BestSet(free []int, k int) (set []int, q SetQuality, ok bool) {
 	if k == 0 {
 		return []int{}, SetQuality{Worst: MaxPairScore}, true
 	}
-	if p.set != nil {
+	if p.tab != nil {
 		set, q = p.exact(fmask, k)
 	} else {
 		set, q = p.greedy(fmask, k)
@@ -263,47 +278,32 @@ func (n *Node) BestSet(free []int, k int) (set []int, q SetQuality, ok bool) {
 	return set, q, true
 }
 
-// exact enumerates the k-subsets of fmask in lexicographic order of
-// positions, keeping the first strictly better one, so ties go to the
-// lowest positions. The whole objective packs into one uint64 key.
+func (p *prepared) twins(i, j int) bool {
+	for x := range p.n {
+		if x != i && x != j && p.score[i*p.n+x] != p.score[j*p.n+x] {
+			return false
+		}
+	}
+	return true
+}
+
+// exact searches the k-subsets of fmask depth first in lexicographic order
+// of positions and keeps the first strictly better one, so ties go to the
+// lowest positions. A prefix whose worst pair is already below the best
+// found cannot win (the worst pair only drops as GPUs are added) and is cut,
+// and so is any set that skips a lower free twin (it ties with the set that
+// takes the twin instead, which comes first).
 func (p *prepared) exact(fmask uint64, k int) ([]int, SetQuality) {
-	pos := make([]int, 0, 16)
+	s := search{tab: p.tab, twinsBelow: p.twinsBelow, all: int(fmask), k: k, bestMask: -1}
+	var pos [ExactMaxGPUs]int
+	s.pos = pos[:0]
 	for r := fmask; r != 0; r &= r - 1 {
-		pos = append(pos, bits.TrailingZeros64(r))
+		s.pos = append(s.pos, bits.TrailingZeros64(r))
 	}
-	m := len(pos)
-	var idx, pre [ExactMaxGPUs + 1]int // idx: chosen offsets into pos; pre[t]: mask of idx[:t]
-	for t := range k {
-		idx[t] = t
-		pre[t+1] = pre[t] | 1<<pos[t]
-	}
-	all := int(fmask)
-	var best uint64
-	bestMask := -1
-	for {
-		s := pre[k]
-		left := all &^ s
-		key := uint64(p.set[s])<<32 | uint64(p.tri[left])<<16 | uint64(p.set[left]&0xffff)
-		if bestMask < 0 || key > best {
-			best, bestMask = key, s
-		}
-		// Next combination: find the rightmost offset that can still move.
-		t := k - 1
-		for t >= 0 && idx[t] == m-k+t {
-			t--
-		}
-		if t < 0 {
-			break
-		}
-		idx[t]++
-		pre[t+1] = pre[t] | 1<<pos[idx[t]]
-		for u := t + 1; u < k; u++ {
-			idx[u] = idx[u-1] + 1
-			pre[u+1] = pre[u] | 1<<pos[idx[u]]
-		}
-	}
+	s.dfs(0, 0, 0)
+	best := s.best
 	set := make([]int, 0, k)
-	for r := bestMask; r != 0; r &= r - 1 {
+	for r := s.bestMask; r != 0; r &= r - 1 {
 		set = append(set, bits.TrailingZeros(uint(r)))
 	}
 	return set, SetQuality{
@@ -311,6 +311,38 @@ func (p *prepared) exact(fmask uint64, k int) ([]int, SetQuality) {
 		Worst: int(best >> 48),
 		Sum:   int(best>>32) & 0xffff,
 		Left:  int(best & 0xffffffff),
+	}
+}
+
+type search struct {
+	tab        []uint64
+	twinsBelow []uint64
+	pos        []int
+	all, k     int
+	best       uint64
+	bestMask   int
+}
+
+const hi, lo = 0xffffffff00000000, 0x00000000ffffffff
+
+func (s *search) dfs(start, depth, mask int) {
+	if depth == s.k {
+		key := s.tab[mask]&hi | s.tab[s.all&^mask]&lo
+		if s.bestMask < 0 || key > s.best {
+			s.best, s.bestMask = key, mask
+		}
+		return
+	}
+	for i := start; i <= len(s.pos)-(s.k-depth); i++ {
+		g := s.pos[i]
+		if int(s.twinsBelow[g])&s.all&^mask != 0 {
+			continue // a lower free twin is not taken
+		}
+		m := mask | 1<<g
+		if s.bestMask >= 0 && s.tab[m]>>48 < s.best>>48 {
+			continue
+		}
+		s.dfs(i+1, depth+1, m)
 	}
 }
 

@@ -213,19 +213,37 @@ func naive(n *Node, free []int, k int) []int {
 	return best
 }
 
-// randomNode has random links drawn from a few levels so that ties happen.
-func randomNode(r *rand.Rand, g int) *Node {
+// randomNode has random links drawn from a few levels so that ties
+// happen; with grouped, links depend only on random group labels, so that
+// many GPUs are twins (as on real machines).
+func randomNode(r *rand.Rand, g int, grouped bool) *Node {
 	n := &Node{GPUs: make([]GPU, g), Links: make([][]Link, g)}
 	levels := []PCIeLevel{PCIeSingleSwitch, PCIeSameNUMA, PCIeCrossCPU}
+	random := func() Link {
+		l := Link{PCIe: levels[r.Intn(len(levels))]}
+		if r.Intn(3) == 0 {
+			l.NVLinks = 1 + r.Intn(2)
+		}
+		return l
+	}
+	var byGroup [3][3]Link
+	for a := range 3 {
+		for b := a; b < 3; b++ {
+			byGroup[a][b] = random()
+			byGroup[b][a] = byGroup[a][b]
+		}
+	}
+	group := make([]int, g)
 	for i := range g {
 		n.GPUs[i] = GPU{Index: i, UUID: fmt.Sprint("GPU-", i)}
 		n.Links[i] = make([]Link, g)
+		group[i] = r.Intn(3)
 	}
 	for i := range g {
 		for j := i + 1; j < g; j++ {
-			l := Link{PCIe: levels[r.Intn(len(levels))]}
-			if r.Intn(3) == 0 {
-				l.NVLinks = 1 + r.Intn(2)
+			l := random()
+			if grouped {
+				l = byGroup[group[i]][group[j]]
 			}
 			n.Links[i][j], n.Links[j][i] = l, l
 		}
@@ -235,9 +253,9 @@ func randomNode(r *rand.Rand, g int) *Node {
 
 func TestBestSetMatchesNaive(t *testing.T) {
 	r := rand.New(rand.NewSource(1))
-	for iter := range 300 {
+	for iter := range 400 {
 		g := 1 + r.Intn(10)
-		n := randomNode(r, g)
+		n := randomNode(r, g, iter%2 == 1)
 		if err := n.Prepare(); err != nil {
 			t.Fatal(err)
 		}
@@ -263,7 +281,7 @@ func TestBestSetGreedy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n.prep.set != nil {
+	if n.prep.tab != nil {
 		t.Fatal("24-GPU node got exact tables")
 	}
 	free := []int{0, 1, 2, 8, 9, 10, 11, 12, 13, 16, 17, 18, 19, 20, 21, 22, 23}
