@@ -335,8 +335,16 @@ func TestPreparedSharedAndConcurrent(t *testing.T) {
 }
 
 func BenchmarkBestSet(b *testing.B) {
-	for _, name := range []string{"dgx-h100", "dgx1-v100", "pcie-8x-2socket", "dgx2-v100", "nvswitch-2x8", "pcie-16x-2socket"} {
-		n := MustShape(name)
+	// random-16: no twins and random links, a harder case than real machines.
+	rnd := randomNode(rand.New(rand.NewSource(2)), 16, false)
+	if err := rnd.Prepare(); err != nil {
+		b.Fatal(err)
+	}
+	for _, name := range []string{"dgx-h100", "dgx1-v100", "pcie-8x-2socket", "dgx2-v100", "nvswitch-2x8", "pcie-16x-2socket", "random-16"} {
+		n := rnd
+		if name != "random-16" {
+			n = MustShape(name)
+		}
 		free := all(len(n.GPUs))
 		for k := 1; k <= len(free); k++ {
 			b.Run(fmt.Sprintf("%s/k=%d", name, k), func(b *testing.B) {
