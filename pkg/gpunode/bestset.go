@@ -245,8 +245,11 @@ func (p *prepared) buildTables() {
 //     leftover pair scores, which keeps PCIe-switch pairs together;
 //  4. the lowest positions, for determinism.
 //
-// Exact (every combination, O(1) table lookups each) up to ExactMaxGPUs
-// GPUs; above that a greedy choice: grow a set from every free GPU by
+// Exact up to ExactMaxGPUs GPUs: a depth-first search over combinations
+// with two table lookups per set, cutting prefixes that cannot win and
+// interchangeable ("twin") GPUs; microseconds on real 8- and 16-GPU
+// machines, under a millisecond on a 16-GPU node with no structure. Above
+// that, a greedy choice: grow a set from every free GPU by
 // adding the GPU that keeps 1 and 2 best, keep the best result, and rate
 // the leftover by pair sum only.
 //
