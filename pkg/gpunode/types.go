@@ -38,7 +38,12 @@ type Link struct {
 
 // Node is a node's GPUs and the symmetric link matrix between them;
 // Links[i][j] describes GPUs[i] and GPUs[j] (positions, not NVML indices).
+//
+// After Prepare (Decode and Shape call it) a Node is read-only and safe to
+// share between goroutines; call Prepare again after changing Links.
 type Node struct {
 	GPUs  []GPU
 	Links [][]Link
+
+	prep *prepared // set-selection tables built by Prepare; immutable, shared
 }
