@@ -69,7 +69,7 @@ func TestOpenUnknown(t *testing.T) {
 			t.Errorf("Open(%q) succeeded", spec)
 			continue
 		}
-		for _, want := range []string{"dgx-a100", "dgx-h100", "dgx1-v100", "pcie-4xl4", "pcie-8x-2socket"} {
+		for _, want := range []string{"real", "fake:dgx-a100", "fake:dgx-h100", "fake:dgx1-v100", "fake:pcie-4xl4", "fake:pcie-8x-2socket"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("Open(%q) error %q does not list %q", spec, err, want)
 			}

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -122,7 +123,7 @@ func Open(spec string) (Backend, error) {
 	switch {
 	case spec == "real":
 		return OpenReal()
-	case strings.HasPrefix(spec, "fake:"):
+	case strings.HasPrefix(spec, "fake:") && slices.Contains(fake.Names(), strings.TrimPrefix(spec, "fake:")):
 		b, _, err := OpenFake(strings.TrimPrefix(spec, "fake:"))
 		return b, err
 	}
