@@ -36,8 +36,20 @@ func TestOpenRealWithoutGPU(t *testing.T) {
 			if derr != nil {
 				t.Errorf("Discover on real NVML: %v", derr)
 			} else {
-				t.Logf("real NVML: %d GPUs", len(node.GPUs))
+				t.Logf("real NVML: %+v", *node)
 			}
+			tel, terr := b.Telemetry(context.Background())
+			t.Logf("real NVML telemetry: %d GPUs, error %v", len(tel), terr)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			ch, werr := b.WatchHealth(ctx, HealthConfig{WaitTimeout: 100 * time.Millisecond})
+			if werr != nil {
+				t.Errorf("WatchHealth on real NVML: %v", werr)
+			} else {
+				for ev := range ch {
+					t.Logf("real NVML health event: %+v", ev)
+				}
+			}
+			cancel()
 			if serr := b.Shutdown(); serr != nil {
 				t.Errorf("Shutdown: %v", serr)
 			}
