@@ -202,8 +202,9 @@ func nvlinks(d device, self int, busToPos map[string]int) ([]int, bool, error) {
 	for link := range gonvml.NVLINK_MAX_LINKS {
 		state, ret := d.dev.GetNvLinkState(link)
 		if ret == gonvml.ERROR_NOT_SUPPORTED || ret == gonvml.ERROR_INVALID_ARGUMENT {
-			// No NVLink on this GPU, or past its last link.
-			break
+			// No NVLink on this GPU, or no such link. Keep looking, as
+			// go-gpuallocator does: link numbers need not be dense.
+			continue
 		}
 		if ret != gonvml.SUCCESS {
 			return nil, false, fmt.Errorf("link %d: %w", link, nvmlError("GetNvLinkState", d.index, ret))
