@@ -1,0 +1,165 @@
+package gpupack
+
+import (
+	"fmt"
+
+	"github.com/kubegpu/kubegpu/pkg/gpunode"
+)
+
+// Reasons a node cannot hold a pod. The scheduler counts identical
+// reasons across nodes into its "0/N nodes are available: ..." message,
+// so they are stable strings without node names.
+const (
+	reasonNoInventory  = "node has no GPU inventory (" + "kubegpu.io/gpu-topology" + ")"
+	reasonBadInventory = "node's GPU inventory annotation is invalid"
+	reasonFreeGPUs     = "insufficient free GPUs"
+	reasonHealthyGPUs  = "insufficient healthy GPUs"
+	reasonNVLink       = "insufficient NVLink-connected free GPUs"
+	reasonPinned       = "GPUs named in kubegpu.io/gpu-ids are not free on this node"
+)
+
+func reasonMemory(r request) string { return "GPU memory below " + r.memoryStr }
+func reasonShare(r request) string {
+	return fmt.Sprintf("no GPU with %d/1000 free to share", r.milli)
+}
+
+// minNVLinkPairScore is the lowest gpunode.PairScore of a pair joined by
+// NVLink or NVSwitch; PCIe-only pairs score below it.
+const minNVLinkPairScore = 50
+
+// choice is the GPUs a pod would get on a node.
+type choice struct {
+	pos     []int // positions in the node's inventory
+	quality gpunode.SetQuality
+}
+
+// fit finds the pod's GPUs on the node, or the reason there are none.
+// The caller holds the cache lock for reading. pinned, when set, are the
+// UUIDs the pod's annotation already names.
+func (ng *nodeGPUs) fit(r request, args *Args, pinned []string) (choice, string) {
+	if ng == nil || (ng.topo == nil && ng.err == nil) {
+		return choice{}, reasonNoInventory
+	}
+	if ng.topo == nil {
+		return choice{}, reasonBadInventory
+	}
+	if pinned != nil {
+		return ng.fitPinned(r, pinned)
+	}
+	if r.milli > 0 {
+		return ng.fitShare(r)
+	}
+	return ng.fitWhole(r, args)
+}
+
+func (ng *nodeGPUs) usable(i int, r request) bool {
+	g := &ng.topo.GPUs[i]
+	return g.Healthy && g.MemoryMiB >= r.memoryMiB
+}
+
+func (ng *nodeGPUs) fitWhole(r request, args *Args) (choice, string) {
+	var buf [gpunode.MaxGPUs]int
+	free := buf[:0]
+	freeAny, freeHealthy := 0, 0
+	for i := range ng.topo.GPUs {
+		if ng.used[i] != 0 {
+			continue
+		}
+		freeAny++
+		if !ng.topo.GPUs[i].Healthy {
+			continue
+		}
+		freeHealthy++
+		if ng.usable(i, r) {
+			free = append(free, i)
+		}
+	}
+	// GPUs of unannotated pods are somewhere among the free ones.
+	switch {
+	case freeAny-ng.foreign < r.whole:
+		return choice{}, reasonFreeGPUs
+	case freeHealthy-ng.foreign < r.whole:
+		return choice{}, reasonHealthyGPUs
+	case len(free)-ng.foreign < r.whole:
+		return choice{}, reasonMemory(r)
+	}
+	set, q, ok := ng.topo.BestSet(free, r.whole)
+	if !ok {
+		return choice{}, reasonFreeGPUs
+	}
+	if args.MultiGPUInterconnect == InterconnectNVLink && r.whole > 1 && q.Worst < minNVLinkPairScore {
+		return choice{}, reasonNVLink
+	}
+	return choice{pos: set, quality: q}, ""
+}
+
+// fitShare picks the GPU whose free share fits the request most tightly,
+// so partly used GPUs fill up before a whole one is broken.
+func (ng *nodeGPUs) fitShare(r request) (choice, string) {
+	best, bestFree := -1, fullGPU+1
+	sawHealthy, sawMemory := false, false
+	for i := range ng.topo.GPUs {
+		if ng.whole[i] {
+			continue
+		}
+		if !ng.topo.GPUs[i].Healthy {
+			continue
+		}
+		sawHealthy = true
+		if !ng.usable(i, r) {
+			continue
+		}
+		sawMemory = true
+		free := fullGPU - ng.used[i]
+		if free >= r.milli && free < bestFree {
+			best, bestFree = i, free
+		}
+	}
+	switch {
+	case best >= 0:
+		return choice{pos: []int{best}, quality: gpunode.SetQuality{Size: 1, Worst: gpunode.MaxPairScore}}, ""
+	case !sawHealthy:
+		return choice{}, reasonHealthyGPUs
+	case !sawMemory:
+		return choice{}, reasonMemory(r)
+	}
+	return choice{}, reasonShare(r)
+}
+
+func (ng *nodeGPUs) fitPinned(r request, uuids []string) (choice, string) {
+	want := r.whole
+	if r.milli > 0 {
+		want = 1
+	}
+	if len(uuids) != want {
+		return choice{}, reasonPinned
+	}
+	set := make([]int, 0, len(uuids))
+	for _, u := range uuids {
+		i, ok := ng.pos[u]
+		if !ok || !ng.usable(i, r) {
+			return choice{}, reasonPinned
+		}
+		if r.milli > 0 && (ng.whole[i] || fullGPU-ng.used[i] < r.milli) {
+			return choice{}, reasonPinned
+		}
+		if r.milli == 0 && ng.used[i] != 0 {
+			return choice{}, reasonPinned
+		}
+		set = append(set, i)
+	}
+	q, err := ng.topo.Quality(set)
+	if err != nil {
+		return choice{}, reasonPinned
+	}
+	return choice{pos: set, quality: q}, ""
+}
+
+// uuids names the chosen GPUs.
+func (ng *nodeGPUs) uuids(c choice) []string {
+	out := make([]string, len(c.pos))
+	for i, p := range c.pos {
+		out[i] = ng.topo.GPUs[p].UUID
+	}
+	return out
+}

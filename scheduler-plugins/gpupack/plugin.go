@@ -1,0 +1,324 @@
+// Package gpupack is kubegpu's kube-scheduler plugin for GPU placement:
+// it keeps every node's GPUs and their bookings from informers, filters
+// nodes that hold a feasible GPU set (count, memory, shares, health,
+// interconnect), scores them for fragmentation, interconnect and memory
+// fit, reserves the chosen GPUs and records them on the pod
+// (kubegpu.io/gpu-ids) before binding, so the device plugin hands the
+// container exactly those GPUs.
+package gpupack
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+	fwk "k8s.io/kube-scheduler/framework"
+
+	"github.com/kubegpu/kubegpu/pkg/contract"
+)
+
+// Name is the plugin's name in KubeSchedulerConfiguration.
+const Name = "GPUPack"
+
+const stateKey fwk.StateKey = Name
+
+// Plugin implements the framework extension points.
+type Plugin struct {
+	args   Args
+	handle fwk.Handle
+	gpus   *gpuState
+	mix    *mix
+	synced []cache.ResourceEventHandlerRegistration
+}
+
+var (
+	_ fwk.PreFilterPlugin   = (*Plugin)(nil)
+	_ fwk.FilterPlugin      = (*Plugin)(nil)
+	_ fwk.PreScorePlugin    = (*Plugin)(nil)
+	_ fwk.ScorePlugin       = (*Plugin)(nil)
+	_ fwk.ReservePlugin     = (*Plugin)(nil)
+	_ fwk.PreBindPlugin     = (*Plugin)(nil)
+	_ fwk.EnqueueExtensions = (*Plugin)(nil)
+)
+
+// New is the plugin factory for the scheduler's registry.
+func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
+	args, err := decodeArgs(obj)
+	if err != nil {
+		return nil, err
+	}
+	p := newPlugin(args)
+	p.handle = h
+	if err := p.watch(ctx, h); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func newPlugin(args Args) *Plugin {
+	p := &Plugin{args: args, mix: newMix()}
+	p.gpus = newGPUState(&p.args)
+	return p
+}
+
+// watch feeds the cache from the scheduler's own informers, so a
+// restarted scheduler rebuilds the same state from the API.
+func (p *Plugin) watch(ctx context.Context, h fwk.Handle) error {
+	logger := klog.FromContext(ctx)
+	nodes, err := h.SharedInformerFactory().Core().V1().Nodes().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { p.onNode(obj) },
+		UpdateFunc: func(_, obj any) { p.onNode(obj) },
+		DeleteFunc: func(obj any) {
+			if n, ok := unwrap[*v1.Node](obj); ok {
+				p.gpus.deleteNode(n.Name)
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("%s: watch nodes: %w", Name, err)
+	}
+	pods, err := h.SharedInformerFactory().Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { p.onPod(obj) },
+		UpdateFunc: func(_, obj any) { p.onPod(obj) },
+		DeleteFunc: func(obj any) {
+			if pod, ok := unwrap[*v1.Pod](obj); ok {
+				p.gpus.deletePod(pod)
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("%s: watch pods: %w", Name, err)
+	}
+	p.synced = []cache.ResourceEventHandlerRegistration{nodes, pods}
+	logger.V(2).Info("GPUPack plugin watching nodes and pods", "args", p.args)
+	return nil
+}
+
+func (p *Plugin) onNode(obj any) {
+	if n, ok := unwrap[*v1.Node](obj); ok {
+		p.gpus.setNode(n)
+	}
+}
+
+func (p *Plugin) onPod(obj any) {
+	if pod, ok := unwrap[*v1.Pod](obj); ok {
+		p.gpus.setPod(pod)
+	}
+}
+
+func unwrap[T any](obj any) (T, bool) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	t, ok := obj.(T)
+	return t, ok
+}
+
+// Name returns the plugin name.
+func (p *Plugin) Name() string { return Name }
+
+// cycleState carries the parsed request through one scheduling cycle.
+type cycleState struct {
+	req    request
+	pinned []string // UUIDs the pod's annotation already names
+	// choices caches Filter's result per node for Score.
+	choices sync.Map // node name -> choice
+	// chosen is what Reserve booked, for PreBind and Unreserve.
+	chosen   []string
+	reserved bool
+}
+
+// Clone shares the state: it is read-only after PreFilter except for the
+// choices cache, which is safe for concurrent use.
+func (s *cycleState) Clone() fwk.StateData { return s }
+
+func getState(state fwk.CycleState) (*cycleState, bool) {
+	d, err := state.Read(stateKey)
+	if err != nil {
+		return nil, false
+	}
+	s, ok := d.(*cycleState)
+	return s, ok
+}
+
+// PreFilter parses the pod's GPU request once. Pods without one skip the
+// plugin; malformed requests are rejected with a message naming the field.
+func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.Pod, _ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
+	req, err := parseRequest(pod, &p.args)
+	if err != nil {
+		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, err.Error())
+	}
+	if !req.wantsGPU() {
+		return nil, fwk.NewStatus(fwk.Skip)
+	}
+	for _, r := range p.synced {
+		if !r.HasSynced() {
+			return nil, fwk.NewStatus(fwk.Unschedulable, "GPU state is not synced yet")
+		}
+	}
+	s := &cycleState{req: req}
+	if value, ok := pod.Annotations[contract.AnnotationGPUIDs]; ok {
+		a, err := contract.ParseGPUIDs(value)
+		if err != nil {
+			return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, err.Error())
+		}
+		if a.Milli != req.milli {
+			return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable,
+				fmt.Sprintf("annotation %s=%q does not match the pod's GPU request", contract.AnnotationGPUIDs, value))
+		}
+		s.pinned = a.UUIDs
+	}
+	p.mix.observe(req)
+	state.Write(stateKey, s)
+	return nil, nil
+}
+
+// PreFilterExtensions is nil: preemption support comes with its own issue.
+func (p *Plugin) PreFilterExtensions() fwk.PreFilterExtensions { return nil }
+
+// Filter admits nodes that hold a feasible GPU set for the pod.
+func (p *Plugin) Filter(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeInfo fwk.NodeInfo) *fwk.Status {
+	s, ok := getState(state)
+	if !ok {
+		return fwk.AsStatus(fmt.Errorf("%s: no cycle state", Name))
+	}
+	name := nodeInfo.Node().Name
+	p.gpus.mu.RLock()
+	c, reason := p.gpus.nodes[name].fit(s.req, &p.args, s.pinned)
+	p.gpus.mu.RUnlock()
+	if reason != "" {
+		return fwk.NewStatus(fwk.Unschedulable, reason)
+	}
+	s.choices.Store(name, c)
+	return nil
+}
+
+// PreScore skips scoring for pods without GPU requests.
+func (p *Plugin) PreScore(_ context.Context, state fwk.CycleState, _ *v1.Pod, _ []fwk.NodeInfo) *fwk.Status {
+	if _, ok := getState(state); !ok {
+		return fwk.NewStatus(fwk.Skip)
+	}
+	return nil
+}
+
+// Score rates the node's choice for the pod (see scoreChoice).
+func (p *Plugin) Score(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeInfo fwk.NodeInfo) (int64, *fwk.Status) {
+	s, ok := getState(state)
+	if !ok {
+		return 0, fwk.AsStatus(fmt.Errorf("%s: no cycle state", Name))
+	}
+	name := nodeInfo.Node().Name
+	p.gpus.mu.RLock()
+	defer p.gpus.mu.RUnlock()
+	ng := p.gpus.nodes[name]
+	var c choice
+	if v, ok := s.choices.Load(name); ok {
+		c = v.(choice)
+	} else {
+		var reason string
+		if c, reason = ng.fit(s.req, &p.args, s.pinned); reason != "" {
+			return 0, nil
+		}
+	}
+	return p.scoreChoice(ng, s.req, c), nil
+}
+
+// ScoreExtensions normalises scores across nodes.
+func (p *Plugin) ScoreExtensions() fwk.ScoreExtensions { return p }
+
+// NormalizeScore maps the raw scores onto 0-MaxNodeScore, keeping order.
+func (p *Plugin) NormalizeScore(_ context.Context, _ fwk.CycleState, _ *v1.Pod, scores fwk.NodeScoreList) *fwk.Status {
+	if len(scores) == 0 {
+		return nil
+	}
+	lo, hi := scores[0].Score, scores[0].Score
+	for _, s := range scores {
+		lo, hi = min(lo, s.Score), max(hi, s.Score)
+	}
+	for i := range scores {
+		if hi == lo {
+			scores[i].Score = fwk.MaxNodeScore
+			continue
+		}
+		scores[i].Score = (scores[i].Score - lo) * fwk.MaxNodeScore / (hi - lo)
+	}
+	return nil
+}
+
+// Reserve books the pod's GPUs on the chosen node before binding, checked
+// against the live state: another pod may have taken them since Filter.
+func (p *Plugin) Reserve(ctx context.Context, state fwk.CycleState, pod *v1.Pod, nodeName string) *fwk.Status {
+	s, ok := getState(state)
+	if !ok {
+		return nil
+	}
+	p.gpus.mu.Lock()
+	ng := p.gpus.nodes[nodeName]
+	c, reason := ng.fit(s.req, &p.args, s.pinned)
+	if reason != "" {
+		p.gpus.mu.Unlock()
+		return fwk.NewStatus(fwk.Unschedulable, reason)
+	}
+	uuids := ng.uuids(c)
+	p.gpus.putLocked(pod.UID, &booking{node: nodeName, uuids: uuids, milli: s.req.milli, assumed: true})
+	p.gpus.mu.Unlock()
+	s.chosen, s.reserved = uuids, true
+	klog.FromContext(ctx).V(3).Info("Reserved GPUs", "pod", klog.KObj(pod), "node", nodeName, "gpus", uuids, "milli", s.req.milli, "quality", c.quality.String())
+	return nil
+}
+
+// Unreserve drops the reservation when a later step failed.
+func (p *Plugin) Unreserve(_ context.Context, state fwk.CycleState, pod *v1.Pod, _ string) {
+	s, ok := getState(state)
+	if !ok || !s.reserved {
+		return
+	}
+	p.gpus.unreserve(pod.UID)
+	s.reserved = false
+}
+
+// PreBindPreFlight tells the framework whether PreBind has work.
+func (p *Plugin) PreBindPreFlight(_ context.Context, state fwk.CycleState, pod *v1.Pod, _ string) (*fwk.PreBindPreFlightResult, *fwk.Status) {
+	s, ok := getState(state)
+	if !ok || !s.reserved {
+		return nil, fwk.NewStatus(fwk.Skip)
+	}
+	return nil, nil
+}
+
+// PreBind records the chosen GPUs on the pod; the device plugin reads
+// them in GetPreferredAllocation and Allocate.
+func (p *Plugin) PreBind(ctx context.Context, state fwk.CycleState, pod *v1.Pod, _ string) *fwk.Status {
+	s, ok := getState(state)
+	if !ok || !s.reserved {
+		return nil
+	}
+	value := contract.GPUAssignment{UUIDs: s.chosen, Milli: s.req.milli}.String()
+	if pod.Annotations[contract.AnnotationGPUIDs] == value {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{contract.AnnotationGPUIDs: value}}})
+	if err != nil {
+		return fwk.AsStatus(fmt.Errorf("%s: build patch: %w", Name, err))
+	}
+	if _, err := p.handle.ClientSet().CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return fwk.AsStatus(fmt.Errorf("%s: record GPUs on pod %s/%s: %w", Name, pod.Namespace, pod.Name, err))
+	}
+	return nil
+}
+
+// EventsToRegister lists what can make a rejected pod fit: a node's
+// inventory or capacity changing, or a pod freeing GPUs.
+func (p *Plugin) EventsToRegister(context.Context) ([]fwk.ClusterEventWithHint, error) {
+	return []fwk.ClusterEventWithHint{
+		{Event: fwk.ClusterEvent{Resource: fwk.Node, ActionType: fwk.Add | fwk.UpdateNodeAllocatable | fwk.UpdateNodeAnnotation | fwk.UpdateNodeLabel}},
+		{Event: fwk.ClusterEvent{Resource: fwk.AssignedPod, ActionType: fwk.Delete}},
+	}, nil
+}

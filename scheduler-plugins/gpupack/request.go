@@ -1,0 +1,59 @@
+package gpupack
+
+import (
+	"fmt"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	resourcehelper "k8s.io/component-helpers/resource"
+
+	"github.com/kubegpu/kubegpu/pkg/contract"
+)
+
+// request is what a pod asks of GPUs, parsed once per scheduling cycle.
+type request struct {
+	whole     int   // exclusive GPUs
+	milli     int   // share of one GPU, 1-999; 0 when whole
+	memoryMiB int64 // minimum memory per GPU; 0 = any
+	memoryStr string
+}
+
+func (r request) wantsGPU() bool { return r.whole > 0 || r.milli > 0 }
+
+// parseRequest reads the pod's GPU resources (effective requests, as the
+// kubelet computes them: init containers and sidecars included) and the
+// memory annotation. Errors name the field so the pod's Unschedulable
+// condition tells the user what to fix.
+func parseRequest(pod *v1.Pod, args *Args) (request, error) {
+	reqs := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
+	var r request
+	if q, ok := reqs[v1.ResourceName(args.ResourceName)]; ok {
+		n, ok := q.AsInt64()
+		if !ok || n < 0 || n > 64 {
+			return request{}, fmt.Errorf("%s: %s is not a whole number of GPUs (0-64)", args.ResourceName, q.String())
+		}
+		r.whole = int(n)
+	}
+	if q, ok := reqs[v1.ResourceName(args.SharedResourceName)]; ok {
+		m, ok := q.AsInt64()
+		if !ok || m < 1 || m > 999 {
+			return request{}, fmt.Errorf("%s: %s is not a share of one GPU in thousandths (1-999)", args.SharedResourceName, q.String())
+		}
+		r.milli = int(m)
+	}
+	if r.whole > 0 && r.milli > 0 {
+		return request{}, fmt.Errorf("pod asks for both %s and %s; use one", args.ResourceName, args.SharedResourceName)
+	}
+	if s, ok := pod.Annotations[contract.AnnotationGPUMemoryMin]; ok {
+		q, err := resource.ParseQuantity(s)
+		if err != nil {
+			return request{}, fmt.Errorf("annotation %s=%q: %w", contract.AnnotationGPUMemoryMin, s, err)
+		}
+		if q.Sign() <= 0 {
+			return request{}, fmt.Errorf("annotation %s=%q: must be positive", contract.AnnotationGPUMemoryMin, s)
+		}
+		r.memoryMiB = (q.Value() + (1<<20 - 1)) >> 20
+		r.memoryStr = s
+	}
+	return r, nil
+}
