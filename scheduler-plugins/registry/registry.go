@@ -6,11 +6,15 @@ package registry
 import (
 	"k8s.io/kubernetes/cmd/kube-scheduler/app"
 	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
+
+	"github.com/kubegpu/kubegpu/scheduler-plugins/gpupack"
 )
 
 // Plugins returns kubegpu's out-of-tree plugins by name.
 func Plugins() frameworkruntime.Registry {
-	return frameworkruntime.Registry{}
+	return frameworkruntime.Registry{
+		gpupack.Name: gpupack.New,
+	}
 }
 
 // Options turns Plugins into kube-scheduler app options.
@@ -21,3 +25,30 @@ func Options() []app.Option {
 	}
 	return opts
 }
+
+// Profile is the KubeSchedulerConfiguration profile kubegpu ships
+// (deploy/ holds the same): the default plugins plus GPUPack at every
+// extension point it implements. NodeResourcesFit ignores the GPU-share
+// resource, which GPUPack accounts per GPU, and packs GPUs
+// (MostAllocated) instead of spreading them.
+const Profile = `- schedulerName: kubegpu-scheduler
+  plugins:
+    multiPoint:
+      enabled:
+      - name: GPUPack
+        weight: 10
+  pluginConfig:
+  - name: NodeResourcesFit
+    args:
+      ignoredResources:
+      - kubegpu.io/gpu-milli
+      scoringStrategy:
+        type: MostAllocated
+        resources:
+        - name: nvidia.com/gpu
+          weight: 3
+        - name: cpu
+          weight: 1
+        - name: memory
+          weight: 1
+`

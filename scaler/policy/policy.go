@@ -1,0 +1,82 @@
+// Package policy turns a demand snapshot into a desired replica count and
+// into the metric value/target pair that makes KEDA's HPA reach it.
+//
+// Replica mapping: KEDA creates an HPA External metric with type
+// AverageValue (the ScaledObject default). For that the HPA computes
+//
+//	desired = ceil(metricValue / targetValue)
+//
+// independent of the current replica count. We therefore report
+// MetricTarget = 1 and MetricValue = Desired, so the HPA arrives at exactly
+// Desired (clamped by minReplicaCount/maxReplicaCount). Two HPA behaviours
+// still apply on top: its tolerance (no change while |desired/current - 1|
+// <= 0.1, so 10 -> 11 replicas waits until the gap grows) and its
+// behavior/stabilization windows (default scale-down window 300s), which is
+// where scale-down smoothing is configured.
+package policy
+
+import (
+	"math"
+
+	"github.com/kubegpu/kubegpu/scaler/metadata"
+	"github.com/kubegpu/kubegpu/scaler/source"
+)
+
+// MetricTarget is the AverageValue target reported to KEDA.
+const MetricTarget = 1.0
+
+// ShrinkBelow is the fraction of the latency SLO under which latency stops
+// holding replicas and queue depth alone decides; between it and the SLO
+// latency holds the current count, so the two signals do not oscillate.
+const ShrinkBelow = 0.5
+
+// Decision is the outcome for one snapshot.
+type Decision struct {
+	Desired     int32
+	FromQueue   int32
+	FromLatency int32
+	Active      bool
+	// MetricValue is what GetMetrics reports (with target MetricTarget).
+	MetricValue float64
+}
+
+// Decide computes the desired replicas: the max of the queue rule and the
+// latency rule.
+func Decide(m *metadata.Metadata, s source.Snapshot) Decision {
+	var d Decision
+	current := int32(s.ReadyReplicas)
+	if m.TargetQueueDepth > 0 {
+		d.FromQueue = ceil(s.QueueTotal / m.TargetQueueDepth)
+	}
+	if m.TargetLatency > 0 && s.Latency.Valid {
+		ratio := float64(s.Latency.Value) / float64(m.TargetLatency)
+		switch {
+		case ratio > 1:
+			// Over the SLO: grow in proportion to how far over, at least
+			// one replica, so a small breach still acts.
+			d.FromLatency = max(current+1, ceil(float64(current)*ratio))
+		case ratio >= ShrinkBelow:
+			d.FromLatency = current
+		default:
+			d.FromLatency = 0
+		}
+	}
+	d.Desired = max(d.FromQueue, d.FromLatency)
+	d.Active = s.QueueTotal > m.ActivationQueueDepth || s.RunningTotal > 0
+	if d.Active && d.Desired < 1 {
+		// Work in flight needs a server even if the queue is empty.
+		d.Desired = 1
+	}
+	d.MetricValue = float64(d.Desired) * MetricTarget
+	return d
+}
+
+func ceil(x float64) int32 {
+	if x <= 0 || math.IsNaN(x) {
+		return 0
+	}
+	if x >= math.MaxInt32 {
+		return math.MaxInt32
+	}
+	return int32(math.Ceil(x))
+}
