@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"k8s.io/component-base/configz"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
@@ -41,7 +42,8 @@ var schedulerSeq atomic.Int64
 // same app.Setup path as the kubegpu-scheduler binary, with leader
 // election off and its secure port disabled. It stops at the end of the
 // test, before the apiserver (cleanups run last-in first-out), or earlier
-// through Stop, e.g. to restart it.
+// through Stop, e.g. to restart it. One scheduler runs per process at a
+// time: kube-scheduler keeps process-wide state (configz, metrics).
 func (e *Env) StartScheduler(t testing.TB, cfg SchedulerConfig) *Scheduler {
 	t.Helper()
 	profiles := cfg.Profiles
@@ -84,7 +86,17 @@ profiles:
 		t.Fatalf("testenv: scheduler setup: %v", err)
 	}
 	s := &Scheduler{cancel: cancel, done: make(chan error, 1)}
-	go func() { s.done <- app.Run(ctx, cc, sched) }()
+	go func() {
+		err := app.Run(ctx, cc, sched)
+		// kube-scheduler registers its config under a process-wide
+		// configz name and fails at start if the name is taken: free it so
+		// the next scheduler of this process (a restart) can run.
+		configz.Delete("componentconfig")
+		if err != nil && ctx.Err() == nil {
+			t.Errorf("testenv: scheduler stopped: %v", err)
+		}
+		s.done <- err
+	}()
 	t.Cleanup(s.Stop)
 	return s
 }

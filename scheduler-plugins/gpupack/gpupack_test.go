@@ -1,0 +1,286 @@
+package gpupack
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kubegpu/kubegpu/pkg/contract"
+	"github.com/kubegpu/kubegpu/pkg/gpunode"
+)
+
+func ptr(v int64) *int64 { return &v }
+
+func TestArgsValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    Args
+		wantErr string
+	}{
+		{name: "defaults", args: DefaultArgs()},
+		{name: "same resources", args: Args{ResourceName: "x", SharedResourceName: "x"}, wantErr: "must differ"},
+		{name: "bad policy", args: Args{MultiGPUInterconnect: "Always"}, wantErr: "multiGPUInterconnect"},
+		{name: "negative weight", args: Args{PackingWeight: ptr(-1)}, wantErr: "packingWeight -1"},
+		{name: "huge weight", args: Args{TopologyWeight: ptr(1000)}, wantErr: "topologyWeight 1000"},
+		{name: "all zero", args: Args{PackingWeight: ptr(0), TopologyWeight: ptr(0), MemoryFitWeight: ptr(0)}, wantErr: "at least one"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := tt.args
+			a.setDefaults()
+			err := a.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Validate error %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func pod(limits map[string]string, annotations map[string]string) *v1.Pod {
+	l := v1.ResourceList{}
+	for k, v := range limits {
+		l[v1.ResourceName(k)] = resource.MustParse(v)
+	}
+	return &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: types.UID("uid-p"), Annotations: annotations},
+		Spec:       v1.PodSpec{Containers: []v1.Container{{Name: "c", Resources: v1.ResourceRequirements{Limits: l, Requests: l}}}},
+	}
+}
+
+func TestParseRequest(t *testing.T) {
+	args := DefaultArgs()
+	tests := []struct {
+		name    string
+		pod     *v1.Pod
+		want    request
+		wantErr string
+	}{
+		{name: "none", pod: pod(nil, nil)},
+		{name: "whole", pod: pod(map[string]string{contract.ResourceGPU: "2"}, nil), want: request{whole: 2}},
+		{name: "share", pod: pod(map[string]string{contract.ResourceGPUMilli: "250"}, nil), want: request{milli: 250}},
+		{name: "memory", pod: pod(map[string]string{contract.ResourceGPU: "1"}, map[string]string{contract.AnnotationGPUMemoryMin: "40Gi"}),
+			want: request{whole: 1, memoryMiB: 40960, memoryStr: "40Gi"}},
+		{name: "memory rounds up", pod: pod(map[string]string{contract.ResourceGPU: "1"}, map[string]string{contract.AnnotationGPUMemoryMin: "1"}),
+			want: request{whole: 1, memoryMiB: 1, memoryStr: "1"}},
+		{name: "bad memory", pod: pod(map[string]string{contract.ResourceGPU: "1"}, map[string]string{contract.AnnotationGPUMemoryMin: "big"}), wantErr: "gpu-memory-min"},
+		{name: "zero memory", pod: pod(map[string]string{contract.ResourceGPU: "1"}, map[string]string{contract.AnnotationGPUMemoryMin: "0"}), wantErr: "positive"},
+		{name: "share 0", pod: pod(map[string]string{contract.ResourceGPUMilli: "0"}, nil), wantErr: "1-999"},
+		{name: "share 1500", pod: pod(map[string]string{contract.ResourceGPUMilli: "1500"}, nil), wantErr: "1-999"},
+		{name: "share fraction", pod: pod(map[string]string{contract.ResourceGPUMilli: "0.5"}, nil), wantErr: "1-999"},
+		{name: "both", pod: pod(map[string]string{contract.ResourceGPU: "1", contract.ResourceGPUMilli: "100"}, nil), wantErr: "both"},
+		{name: "too many", pod: pod(map[string]string{contract.ResourceGPU: "65"}, nil), wantErr: "0-64"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseRequest(tt.pod, &args)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("got %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// node builds the cache entry of a shaped node with some GPUs booked.
+func node(t *testing.T, shape string) (*gpuState, *v1.Node) {
+	t.Helper()
+	inv := gpunode.MustShape(shape).Clone()
+	for i := range inv.GPUs {
+		inv.GPUs[i].UUID = fmt.Sprintf("GPU-%d", i)
+	}
+	annot, err := gpunode.Encode(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := DefaultArgs()
+	c := newGPUState(&args)
+	n := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", Annotations: map[string]string{contract.AnnotationTopology: annot}}}
+	c.setNode(n)
+	return c, n
+}
+
+func TestFit(t *testing.T) {
+	args := DefaultArgs()
+	nvlink := DefaultArgs()
+	nvlink.MultiGPUInterconnect = InterconnectNVLink
+	tests := []struct {
+		name       string
+		shape      string
+		booked     [][]string // whole-GPU bookings
+		shares     map[string]int
+		unhealthy  []int
+		args       *Args
+		req        request
+		want       []int
+		wantReason string
+	}{
+		{name: "dgx1 quad", shape: "dgx1-v100", req: request{whole: 4}, want: []int{0, 1, 2, 3}},
+		{name: "dgx1 quad when low quad half used", shape: "dgx1-v100", booked: [][]string{{"GPU-0"}}, req: request{whole: 4}, want: []int{4, 5, 6, 7}},
+		{name: "not enough", shape: "pcie-4xl4", booked: [][]string{{"GPU-0", "GPU-1"}}, req: request{whole: 3}, wantReason: reasonFreeGPUs},
+		{name: "unhealthy", shape: "pcie-4xl4", unhealthy: []int{0, 1}, req: request{whole: 3}, wantReason: reasonHealthyGPUs},
+		{name: "memory", shape: "pcie-4xl4", req: request{whole: 1, memoryMiB: 40960, memoryStr: "40Gi"}, wantReason: "GPU memory below 40Gi"},
+		{name: "nvlink required on pcie", shape: "pcie-8x-2socket", args: &nvlink, req: request{whole: 2}, wantReason: reasonNVLink},
+		{name: "nvlink required on dgx1", shape: "dgx1-v100", args: &nvlink, req: request{whole: 2}, want: []int{2, 3}},
+		{name: "share tightest", shape: "pcie-4xl4", shares: map[string]int{"GPU-1": 600, "GPU-2": 300}, req: request{milli: 400}, want: []int{1}},
+		{name: "share skips whole", shape: "pcie-4xl4", booked: [][]string{{"GPU-0"}}, req: request{milli: 100}, want: []int{1}},
+		{name: "share none fits", shape: "pcie-4xl4", shares: map[string]int{"GPU-0": 800, "GPU-1": 800, "GPU-2": 800, "GPU-3": 800}, req: request{milli: 300}, wantReason: "no GPU with 300/1000 free to share"},
+		{name: "whole skips shared", shape: "pcie-4xl4", shares: map[string]int{"GPU-0": 1, "GPU-1": 1, "GPU-2": 1}, req: request{whole: 2}, wantReason: reasonFreeGPUs},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, n := node(t, tt.shape)
+			if len(tt.unhealthy) > 0 {
+				inv, _ := gpunode.Decode(n.Annotations[contract.AnnotationTopology])
+				for _, i := range tt.unhealthy {
+					inv.GPUs[i].Healthy = false
+				}
+				s, _ := gpunode.Encode(inv)
+				n.Annotations[contract.AnnotationTopology] = s
+				c.setNode(n)
+			}
+			for i, b := range tt.booked {
+				c.reserve(types.UID(fmt.Sprint("w", i)), "n", b, 0)
+			}
+			for u, m := range tt.shares {
+				c.reserve(types.UID("s"+u), "n", []string{u}, m)
+			}
+			a := &args
+			if tt.args != nil {
+				a = tt.args
+			}
+			got, reason := c.nodes["n"].fit(tt.req, a, nil)
+			if reason != tt.wantReason {
+				t.Fatalf("reason %q, want %q", reason, tt.wantReason)
+			}
+			if tt.wantReason == "" && !slices.Equal(got.pos, tt.want) {
+				t.Fatalf("chose %v, want %v", got.pos, tt.want)
+			}
+		})
+	}
+}
+
+// TestStateBookkeeping: reservations, informer confirmation, deletion
+// and inventory changes keep per-GPU usage exact.
+func TestStateBookkeeping(t *testing.T) {
+	c, n := node(t, "pcie-4xl4")
+	ng := func() *nodeGPUs { return c.nodes["n"] }
+
+	c.reserve("a", "n", []string{"GPU-0", "GPU-1"}, 0)
+	c.reserve("b", "n", []string{"GPU-2"}, 300)
+	if !slices.Equal(ng().used, []int{1000, 1000, 300, 0}) {
+		t.Fatalf("used %v after reserve", ng().used)
+	}
+	c.unreserve("b")
+	if ng().used[2] != 0 {
+		t.Fatalf("unreserve left %d on GPU-2", ng().used[2])
+	}
+
+	// The informer confirms pod a bound with its annotation: same usage,
+	// and a later Unreserve no longer drops it.
+	p := pod(map[string]string{contract.ResourceGPU: "2"}, map[string]string{contract.AnnotationGPUIDs: "GPU-0,GPU-1"})
+	p.UID, p.Spec.NodeName = "a", "n"
+	c.setPod(p)
+	c.unreserve("a")
+	if !slices.Equal(ng().used, []int{1000, 1000, 0, 0}) {
+		t.Fatalf("used %v after confirm + unreserve", ng().used)
+	}
+
+	// The inventory changes (GPU-1 unhealthy): bookings survive.
+	inv, _ := gpunode.Decode(n.Annotations[contract.AnnotationTopology])
+	inv.GPUs[1].Healthy = false
+	s, _ := gpunode.Encode(inv)
+	n.Annotations[contract.AnnotationTopology] = s
+	c.setNode(n)
+	if !slices.Equal(ng().used, []int{1000, 1000, 0, 0}) {
+		t.Fatalf("used %v after inventory change", ng().used)
+	}
+
+	// A pod of another scheduler (no annotation) takes a GPU we cannot
+	// name: one fewer whole GPU fits.
+	f := pod(map[string]string{contract.ResourceGPU: "1"}, nil)
+	f.UID, f.Spec.NodeName = "f", "n"
+	c.setPod(f)
+	args := DefaultArgs()
+	if _, reason := ng().fit(request{whole: 2}, &args, nil); reason != reasonFreeGPUs {
+		t.Fatalf("fit with a foreign pod: reason %q, want %q", reason, reasonFreeGPUs)
+	}
+
+	// A finished pod frees its GPUs.
+	p.Status.Phase = v1.PodSucceeded
+	c.setPod(p)
+	c.deletePod(f)
+	if !slices.Equal(ng().used, []int{0, 0, 0, 0}) || ng().foreign != 0 {
+		t.Fatalf("used %v foreign %d after pods ended", ng().used, ng().foreign)
+	}
+
+	// A bad inventory annotation is a reason, not a panic.
+	n.Annotations[contract.AnnotationTopology] = "{not json"
+	c.setNode(n)
+	if _, reason := ng().fit(request{whole: 1}, &args, nil); reason != reasonBadInventory {
+		t.Fatalf("reason %q, want %q", reason, reasonBadInventory)
+	}
+}
+
+func TestFragmentation(t *testing.T) {
+	mix := []classWeight{{c: class{whole: 1}, p: 0.5}, {c: class{milli: 500}, p: 0.5}}
+	tests := []struct {
+		name string
+		free []int
+		want float64
+	}{
+		{name: "empty node", free: []int{1000, 1000}, want: 0},
+		{name: "full node", free: []int{0, 0}, want: 0},
+		{name: "one 300 sliver", free: []int{300, 1000}, want: 0.5*300 + 0.5*300},
+		{name: "only slivers", free: []int{300, 200}, want: 0.5*500 + 0.5*500},
+		{name: "half GPU", free: []int{500, 0}, want: 0.5 * 500},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := fragmentation(tt.free, mix); got != tt.want {
+				t.Fatalf("fragmentation(%v) = %v, want %v", tt.free, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestScorePrefersPacking: a single GPU goes where it fills a gap, not
+// where it breaks a whole node.
+func TestScorePrefersPacking(t *testing.T) {
+	p := newPlugin(DefaultArgs())
+	for i := 0; i < 200; i++ {
+		p.mix.observe(request{whole: 8})
+		p.mix.observe(request{whole: 1})
+	}
+	c, _ := node(t, "dgx-h100")
+	p.gpus = c
+	c.args = &p.args
+	empty := c.nodes["n"]
+	c2, _ := node(t, "dgx-h100")
+	c2.reserve("x", "n", []string{"GPU-0", "GPU-1", "GPU-2", "GPU-3", "GPU-4", "GPU-5", "GPU-6"}, 0)
+	almostFull := c2.nodes["n"]
+
+	r := request{whole: 1}
+	ce, _ := empty.fit(r, &p.args, nil)
+	ca, _ := almostFull.fit(r, &p.args, nil)
+	se, sa := p.scoreChoice(empty, r, ce), p.scoreChoice(almostFull, r, ca)
+	if sa <= se {
+		t.Fatalf("score on the almost full node %d <= empty node %d", sa, se)
+	}
+}
