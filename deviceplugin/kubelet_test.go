@@ -301,7 +301,7 @@ func TestDevicePlugin(t *testing.T) {
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
 		for _, want := range []string{
-			fmt.Sprintf(`kubegpu_gpu_memory_total_bytes{container="",gpu="0",model="NVIDIA H100 80GB HBM3",namespace="",pod="",uuid="%s"} 8.5521714176e+10`, uuid(0)),
+			fmt.Sprintf(`kubegpu_gpu_memory_total_bytes{container="",gpu="0",model="NVIDIA H100 80GB HBM3",namespace="",pod="",uuid="%s"} 8.5520809984e+10`, uuid(0)),
 			fmt.Sprintf(`kubegpu_gpu_xid_errors_total{container="",gpu="3",model="NVIDIA H100 80GB HBM3",namespace="",pod="",uuid="%s"} 1`, uuid(3)),
 			`kubegpu_gpu_temperature_celsius{`, `kubegpu_gpu_power_watts{`, `kubegpu_gpu_utilization_ratio{`, `kubegpu_gpu_healthy{`,
 			`kubegpu_deviceplugin_allocations_total{verdict="honoured"} 1`,
