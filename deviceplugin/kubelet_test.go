@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -271,6 +272,11 @@ func TestDevicePlugin(t *testing.T) {
 
 	t.Run("health propagation and recovery", func(t *testing.T) {
 		_, before := k.capacity()
+		// GPU 3 stays unreadable until the annotation was checked, so
+		// recovery (300ms here) cannot clear it before.
+		if err := p.machine.InjectError("GetTemperature", 3, gonvml.ERROR_GPU_IS_LOST); err != nil {
+			t.Fatal(err)
+		}
 		if n := p.machine.SendXid(3, 79); n == 0 {
 			t.Fatal("Xid 79 reached no NVML event set")
 		}
@@ -286,6 +292,9 @@ func TestDevicePlugin(t *testing.T) {
 		})
 		// An application Xid does not count.
 		p.machine.SendXid(2, 13)
+		if err := p.machine.InjectError("GetTemperature", 3, gonvml.SUCCESS); err != nil {
+			t.Fatal(err)
+		}
 		took = waitFor(t, 3*time.Second, "recovery", func() bool { _, a := k.capacity(); return a == before })
 		t.Logf("recovery: GPU 3 healthy again after %v (interval 300ms)", took)
 		if _, a := k.capacity(); a != before {

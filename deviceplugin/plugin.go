@@ -91,7 +91,8 @@ func Run(ctx context.Context, cfg Config) error {
 			}))
 		chooser.Pods = factory.Core().V1().Pods().Lister()
 		factory.Start(ctx.Done())
-		defer factory.Shutdown()
+		// Shutdown waits for the informers, which stop with ctx.
+		defer func() { cancel(); factory.Shutdown() }()
 		wg.Go(func() { nodeinfo.Run(ctx, cfg.Client, cfg.NodeName, inv) })
 	}
 

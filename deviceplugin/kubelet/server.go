@@ -69,6 +69,9 @@ func New(cfg Config, inv *inventory.Inventory, chooser Chooser) *Server {
 	if cfg.DriverCapabilities == "" {
 		cfg.DriverCapabilities = "compute,utility"
 	}
+	// fsnotify names files by the watched path: keep it clean so that
+	// event names compare equal to our paths.
+	cfg.PluginDir = filepath.Clean(cfg.PluginDir)
 	if cfg.Resync <= 0 {
 		cfg.Resync = 2 * time.Second
 	}
