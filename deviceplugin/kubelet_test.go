@@ -330,7 +330,7 @@ func TestDevicePlugin(t *testing.T) {
 // the same folder; the plugin must re-register each time.
 func TestKubeletRestarts(t *testing.T) {
 	k := newKubelet(t)
-	startPlugin(t, k, "dgx-h100", nil, "")
+	p := startPlugin(t, k, "dgx-h100", nil, "")
 	waitFor(t, 5*time.Second, "first registration", func() bool { c, _ := k.capacity(); return c == 8 })
 	var times []time.Duration
 	for i := range 10 {
@@ -341,6 +341,9 @@ func TestKubeletRestarts(t *testing.T) {
 			t.Errorf("re-registration %d took %v, goal < 2s", i+1, took)
 		}
 		times = append(times, took)
+	}
+	if n := p.Server.Registrations(); n != 11 {
+		t.Errorf("%d registrations, want 11", n)
 	}
 	t.Logf("re-registration times (manager start -> 8 allocatable): %v", times)
 }

@@ -17,7 +17,8 @@ func newRootCommand() *cobra.Command {
 
 Its components run in the cluster (kubegpu-device-plugin, kubegpu-scheduler,
 kubegpu-scaler); this command holds the tools around them.`,
-		SilenceUsage: true,
+		SilenceUsage:  true,
+		SilenceErrors: true, // main prints the error once
 	}
 	root.AddCommand(newInventoryCommand())
 	return root
