@@ -69,7 +69,8 @@ func Run(ctx context.Context, cfg Config) error {
 	logger.Info("Discovered GPUs", "count", len(node.GPUs))
 
 	podRes := kubelet.PodResources{Socket: cfg.PodResourcesSocket}
-	chooser := &Chooser{Inventory: inv, Resource: cfg.ResourceName}
+	counters := metrics.NewCounters()
+	chooser := &Chooser{Inventory: inv, Resource: cfg.ResourceName, Counters: counters}
 	if cfg.PodResourcesSocket != "" {
 		chooser.Assignments = func(ctx context.Context) (map[string]kubelet.Owner, error) {
 			return podRes.Assignments(ctx, cfg.ResourceName)
@@ -97,7 +98,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	srv := kubelet.New(kubelet.Config{ResourceName: cfg.ResourceName, PluginDir: cfg.PluginDir, CDI: cfg.CDI}, inv, chooser)
-	srv.OnRegister(func(time.Time) { metrics.Registrations.Inc() })
+	srv.OnRegister(func(time.Time) { counters.Registrations.Inc() })
 	p := &Plugin{Inventory: inv, Server: srv, Chooser: chooser}
 
 	if cfg.MetricsAddr != "" {
@@ -106,7 +107,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("metrics: %w", err)
 		}
 		p.MetricsAddr = lis.Addr().String()
-		reg := metrics.Registry(&metrics.GPUCollector{Inventory: inv, Assignments: chooser.Assignments})
+		reg := metrics.Registry(&metrics.GPUCollector{Inventory: inv, Assignments: chooser.Assignments}, counters)
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -140,6 +141,7 @@ func Run(ctx context.Context, cfg Config) error {
 type Chooser struct {
 	Inventory *inventory.Inventory
 	Resource  string
+	Counters  *metrics.Counters
 	// Pods lists pods bound to this node; nil without API access.
 	Pods corelisters.PodLister
 	// Assignments reads the kubelet's podresources API; nil or failing
@@ -173,7 +175,7 @@ func (c *Chooser) Preferred(ctx context.Context, available, mustInclude []string
 	pods, inUse := c.state(ctx)
 	node, _ := c.Inventory.Snapshot()
 	ids, src := allocation.Preferred(node, pods, inUse, available, mustInclude, size)
-	metrics.PreferredAllocations.WithLabelValues(string(src)).Inc()
+	c.Counters.PreferredAllocations.WithLabelValues(string(src)).Inc()
 	klog.FromContext(ctx).V(2).Info("Preferred allocation", "size", size, "ids", ids, "source", src)
 	return ids
 }
@@ -183,11 +185,11 @@ func (c *Chooser) Allocating(ctx context.Context, ids []string) {
 	verdict, sets := allocation.Check(pods, inUse, ids)
 	switch verdict {
 	case allocation.Honoured:
-		metrics.Allocations.WithLabelValues("honoured").Inc()
+		c.Counters.Allocations.WithLabelValues("honoured").Inc()
 	case allocation.Mismatch:
-		metrics.Allocations.WithLabelValues("mismatch").Inc()
+		c.Counters.Allocations.WithLabelValues("mismatch").Inc()
 		klog.FromContext(ctx).Info("WARNING: kubelet allocates GPUs other than the scheduler recorded; allocating what the kubelet asked for", "requested", ids, "annotated", sets)
 	default:
-		metrics.Allocations.WithLabelValues("unannotated").Inc()
+		c.Counters.Allocations.WithLabelValues("unannotated").Inc()
 	}
 }

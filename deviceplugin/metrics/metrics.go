@@ -118,27 +118,37 @@ func (c *GPUCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// Plugin counters.
-var (
-	Allocations = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "kubegpu_deviceplugin_allocations_total",
-		Help: "Container allocations by how they compare with the scheduler's recorded choice (honoured, mismatch, unannotated).",
-	}, []string{"verdict"})
-	PreferredAllocations = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "kubegpu_deviceplugin_preferred_allocations_total",
-		Help: "GetPreferredAllocation answers by source (annotation, topology, none).",
-	}, []string{"source"})
-	Registrations = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "kubegpu_deviceplugin_registrations_total",
-		Help: "Successful registrations with the kubelet.",
-	})
-)
+// Counters are the plugin's own counters. Each plugin has its own, so
+// that several plugins in one process (tests) do not share state.
+type Counters struct {
+	Allocations          *prometheus.CounterVec
+	PreferredAllocations *prometheus.CounterVec
+	Registrations        prometheus.Counter
+}
+
+// NewCounters returns zeroed counters.
+func NewCounters() *Counters {
+	return &Counters{
+		Allocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kubegpu_deviceplugin_allocations_total",
+			Help: "Container allocations by how they compare with the scheduler's recorded choice (honoured, mismatch, unannotated).",
+		}, []string{"verdict"}),
+		PreferredAllocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kubegpu_deviceplugin_preferred_allocations_total",
+			Help: "GetPreferredAllocation answers by source (annotation, topology, none).",
+		}, []string{"source"}),
+		Registrations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kubegpu_deviceplugin_registrations_total",
+			Help: "Successful registrations with the kubelet.",
+		}),
+	}
+}
 
 // Registry returns a registry with the GPU collector, the plugin counters
 // and the Go runtime and process collectors.
-func Registry(c *GPUCollector) *prometheus.Registry {
+func Registry(c *GPUCollector, counters *Counters) *prometheus.Registry {
 	r := prometheus.NewRegistry()
-	r.MustRegister(c, Allocations, PreferredAllocations, Registrations,
+	r.MustRegister(c, counters.Allocations, counters.PreferredAllocations, counters.Registrations,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
 }

@@ -61,7 +61,7 @@ func TestGPUCollector(t *testing.T) {
 				_ = m.InjectError("GetPowerUsage", 0, gonvml.ERROR_UNKNOWN)
 				defer m.ClearErrors()
 			}
-			r := Registry(&GPUCollector{Inventory: inv, Assignments: tt.assignments})
+			r := Registry(&GPUCollector{Inventory: inv, Assignments: tt.assignments}, NewCounters())
 			if n, err := testutil.GatherAndCount(r, "kubegpu_gpu_xid_errors_total"); err != nil || n != 4 {
 				t.Errorf("xid series: %d, %v", n, err)
 			}
