@@ -21,7 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
-	"k8s.io/client-go/kubernetes"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/klog/v2"
 	"k8s.io/kubernetes/pkg/kubelet/cm/containermap"
 	"k8s.io/kubernetes/pkg/kubelet/cm/devicemanager"
@@ -160,7 +160,7 @@ type plugin struct {
 	machine *fake.Machine
 }
 
-func startPlugin(t *testing.T, k *kubelet, machine string, client kubernetes.Interface, nodeName string) *plugin {
+func startPlugin(t *testing.T, k *kubelet, machine string, client corev1client.CoreV1Interface, nodeName string) *plugin {
 	t.Helper()
 	backend, m, err := nvml.OpenFake(machine)
 	if err != nil {
@@ -208,7 +208,7 @@ func TestDevicePlugin(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := newKubelet(t)
-	p := startPlugin(t, k, "dgx-h100", env.Client, nodeName)
+	p := startPlugin(t, k, "dgx-h100", env.Client.CoreV1(), nodeName)
 	uuid := func(i int) string { return p.machine.UUID(i) }
 
 	t.Run("registration and capacity", func(t *testing.T) {

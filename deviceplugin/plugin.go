@@ -18,9 +18,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/kubegpu/kubegpu/deviceplugin/allocation"
@@ -40,8 +42,10 @@ type Config struct {
 	PodResourcesSocket string
 	NodeName           string
 	// Client reaches the API server; nil serves the kubelet only, without
-	// inventory publishing or the scheduler's recorded choices.
-	Client      kubernetes.Interface
+	// inventory publishing or the scheduler's recorded choices. Only the
+	// core group is needed, and the full clientset would double the
+	// binary (and so the resident memory).
+	Client      corev1client.CoreV1Interface
 	MetricsAddr string // "" disables /metrics and /healthz
 	CDI         bool
 	Health      inventory.HealthOptions
@@ -86,14 +90,20 @@ func Run(ctx context.Context, cfg Config) error {
 	} else if cfg.NodeName == "" {
 		logger.Info("WARNING: no node name (--node-name or NODE_NAME); serving the kubelet without inventory publishing or the scheduler's GPU choices")
 	} else {
-		factory := informers.NewSharedInformerFactoryWithOptions(cfg.Client, 10*time.Minute,
-			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-				o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
-			}))
-		chooser.Pods = factory.Core().V1().Pods().Lister()
-		factory.Start(ctx.Done())
-		// Shutdown waits for the informers, which stop with ctx.
-		defer func() { cancel(); factory.Shutdown() }()
+		selector := fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
+		pods := cfg.Client.Pods(metav1.NamespaceAll)
+		informer := cache.NewSharedIndexInformer(&cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				o.FieldSelector = selector
+				return pods.List(ctx, o)
+			},
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				o.FieldSelector = selector
+				return pods.Watch(ctx, o)
+			},
+		}, &v1.Pod{}, 10*time.Minute, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+		chooser.Pods = corelisters.NewPodLister(informer.GetIndexer())
+		wg.Go(func() { informer.RunWithContext(ctx) })
 		wg.Go(func() { nodeinfo.Run(ctx, cfg.Client, cfg.NodeName, inv) })
 	}
 

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -75,7 +75,7 @@ func main() {
 	klog.Flush()
 }
 
-func apiClient(kubeconfig string) (kubernetes.Interface, error) {
+func apiClient(kubeconfig string) (corev1client.CoreV1Interface, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig != "" {
@@ -86,5 +86,5 @@ func apiClient(kubeconfig string) (kubernetes.Interface, error) {
 	if err != nil {
 		return nil, err
 	}
-	return kubernetes.NewForConfig(cfg)
+	return corev1client.NewForConfig(cfg)
 }

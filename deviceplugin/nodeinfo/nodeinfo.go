@@ -13,7 +13,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/kubegpu/kubegpu/deviceplugin/inventory"
@@ -58,12 +58,12 @@ func Patch(node *gpunode.Node) ([]byte, error) {
 }
 
 // Publish patches node name with inv's current GPUs.
-func Publish(ctx context.Context, client kubernetes.Interface, name string, node *gpunode.Node) error {
+func Publish(ctx context.Context, client corev1client.CoreV1Interface, name string, node *gpunode.Node) error {
 	patch, err := Patch(node)
 	if err != nil {
 		return err
 	}
-	if _, err := client.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "kubegpu-device-plugin"}); err != nil {
+	if _, err := client.Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "kubegpu-device-plugin"}); err != nil {
 		return fmt.Errorf("patch node %s: %w", name, err)
 	}
 	return nil
@@ -71,7 +71,7 @@ func Publish(ctx context.Context, client kubernetes.Interface, name string, node
 
 // Run publishes at start and after every health change until ctx ends,
 // retrying failures with backoff (up to 30s).
-func Run(ctx context.Context, client kubernetes.Interface, name string, inv *inventory.Inventory) {
+func Run(ctx context.Context, client corev1client.CoreV1Interface, name string, inv *inventory.Inventory) {
 	logger := klog.FromContext(ctx).WithName("nodeinfo")
 	backoff := 200 * time.Millisecond
 	for {
