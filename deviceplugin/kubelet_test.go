@@ -51,6 +51,14 @@ type kubelet struct {
 }
 
 func newKubelet(t *testing.T) *kubelet {
+	t.Helper()
+	k := newStoppedKubelet(t)
+	k.start()
+	return k
+}
+
+// newStoppedKubelet makes the folder but starts no device manager yet.
+func newStoppedKubelet(t *testing.T) *kubelet {
 	// Unix socket paths must stay under 108 bytes: not t.TempDir().
 	dir, err := os.MkdirTemp("/tmp", "kgdp")
 	if err != nil {
@@ -58,7 +66,6 @@ func newKubelet(t *testing.T) *kubelet {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	k := &kubelet{t: t, dir: dir}
-	k.start()
 	t.Cleanup(k.stop)
 	return k
 }
@@ -207,17 +214,11 @@ func TestDevicePlugin(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	k := newKubelet(t)
+	// The plugin starts before the kubelet: it publishes the inventory
+	// anyway and registers once kubelet.sock appears.
+	k := newStoppedKubelet(t)
 	p := startPlugin(t, k, "dgx-h100", env.Client.CoreV1(), nodeName)
 	uuid := func(i int) string { return p.machine.UUID(i) }
-
-	t.Run("registration and capacity", func(t *testing.T) {
-		took := waitFor(t, 5*time.Second, "capacity 8", func() bool { c, a := k.capacity(); return c == 8 && a == 8 })
-		t.Logf("capacity 8/8 %v after start", took)
-		if p.Server.Registrations() < 1 {
-			t.Errorf("no registration counted")
-		}
-	})
 
 	t.Run("node inventory", func(t *testing.T) {
 		var node *v1.Node
@@ -247,6 +248,18 @@ func TestDevicePlugin(t *testing.T) {
 		}
 		if len(got.GPUs) != 8 || got.GPUs[3].UUID != uuid(3) || !got.Links[0][7].NVSwitch {
 			t.Errorf("topology annotation: %+v", got.GPUs)
+		}
+	})
+
+	t.Run("registration and capacity", func(t *testing.T) {
+		if p.Server.Registrations() != 0 {
+			t.Fatal("registered without a kubelet")
+		}
+		k.start()
+		took := waitFor(t, 5*time.Second, "capacity 8", func() bool { c, a := k.capacity(); return c == 8 && a == 8 })
+		t.Logf("capacity 8/8 %v after the kubelet started", took)
+		if p.Server.Registrations() != 1 {
+			t.Errorf("%d registrations, want 1", p.Server.Registrations())
 		}
 	})
 
