@@ -10,15 +10,18 @@ import (
 )
 
 func newRootCommand() *cobra.Command {
-	return &cobra.Command{
+	root := &cobra.Command{
 		Use:   "kubegpu",
 		Short: "GPU scheduling and inference autoscaling for Kubernetes",
 		Long: `kubegpu schedules GPU workloads on Kubernetes and autoscales GPU inference.
 
 Its components run in the cluster (kubegpu-device-plugin, kubegpu-scheduler,
 kubegpu-scaler); this command holds the tools around them.`,
-		SilenceUsage: true,
+		SilenceUsage:  true,
+		SilenceErrors: true, // main prints the error once
 	}
+	root.AddCommand(newInventoryCommand())
+	return root
 }
 
 func main() {

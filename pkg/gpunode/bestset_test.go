@@ -277,7 +277,7 @@ func TestBestSetMatchesNaive(t *testing.T) {
 
 func TestBestSetGreedy(t *testing.T) {
 	// 24 GPUs in three NVSwitch planes of 8: above ExactMaxGPUs.
-	n, err := shape{product: "x", memoryMiB: 1, gpus: 24, sockets: 2, perSwitch: 2, plane: 8, nvswitchLinks: 12}.node("3x8")
+	n, err := shape{product: "x", memoryMiB: 1, gpus: 24, sockets: 2, perSwitch: 2, plane: 8}.node("3x8")
 	if err != nil {
 		t.Fatal(err)
 	}

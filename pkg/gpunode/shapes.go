@@ -15,10 +15,14 @@ type shape struct {
 	gpus      int
 	sockets   int // GPUs are split evenly over CPU sockets, in index order
 	perSwitch int // GPUs under one PCIe switch, in index order
-	// NVSwitch planes: GPUs [0,plane), [plane,2*plane)... share a fabric
-	// with nvswitchLinks links each; 0 means no NVSwitch.
-	plane, nvswitchLinks int
-	nvlinks              [][3]int // direct NVLinks: gpu a, gpu b, links
+	// switchPCIe and socketPCIe are the PCIe levels NVML reports for GPUs
+	// under one switch and for GPUs on one socket under different
+	// switches; zero means PCIeSingleSwitch and PCIeSameNUMA.
+	switchPCIe, socketPCIe PCIeLevel
+	// NVSwitch planes: GPUs [0,plane), [plane,2*plane)... share a fabric;
+	// 0 means no NVSwitch. Pairs on a fabric have no direct NVLinks.
+	plane   int
+	nvlinks [][3]int // direct NVLinks: gpu a, gpu b, links
 }
 
 // dgx1NVLinks is NVIDIA's published DGX-1 (V100) hybrid cube mesh: two
@@ -34,13 +38,20 @@ var dgx1NVLinks = [][3]int{
 	{6, 7, 2},
 }
 
+// Memory sizes are the framebuffer totals nvidia-smi reports on these
+// boards (MiB), not the marketing sizes.
 var shapes = map[string]shape{
-	"dgx-a100":         {product: "NVIDIA A100-SXM4-80GB", memoryMiB: 81920, gpus: 8, sockets: 2, perSwitch: 2, plane: 8, nvswitchLinks: 12},
-	"dgx-h100":         {product: "NVIDIA H100 80GB HBM3", memoryMiB: 81559, gpus: 8, sockets: 2, perSwitch: 2, plane: 8, nvswitchLinks: 18},
-	"dgx1-v100":        {product: "Tesla V100-SXM2-32GB", memoryMiB: 32768, gpus: 8, sockets: 2, perSwitch: 2, nvlinks: dgx1NVLinks},
-	"dgx2-v100":        {product: "Tesla V100-SXM3-32GB", memoryMiB: 32768, gpus: 16, sockets: 2, perSwitch: 2, plane: 16, nvswitchLinks: 6},
-	"nvswitch-2x8":     {product: "NVIDIA A100-SXM4-80GB", memoryMiB: 81920, gpus: 16, sockets: 2, perSwitch: 2, plane: 8, nvswitchLinks: 12},
-	"pcie-4xl4":        {product: "NVIDIA L4", memoryMiB: 23034, gpus: 4, sockets: 1, perSwitch: 2},
+	// DGX A100: GPU pairs behind two levels of PCIe switches (PXB); the
+	// AMD sockets simplified to one NUMA node each.
+	"dgx-a100": {product: "NVIDIA A100-SXM4-80GB", memoryMiB: 81920, gpus: 8, sockets: 2, perSwitch: 2, switchPCIe: PCIeMultiSwitch, plane: 8},
+	// DGX H100: one PCIe switch per GPU, so GPUs meet at the socket.
+	"dgx-h100": {product: "NVIDIA H100 80GB HBM3", memoryMiB: 81559, gpus: 8, sockets: 2, perSwitch: 1, plane: 8},
+	// DGX-1: pairs behind one PCIe switch, each quad on one Xeon host bridge.
+	"dgx1-v100":    {product: "Tesla V100-SXM2-32GB", memoryMiB: 32510, gpus: 8, sockets: 2, perSwitch: 2, socketPCIe: PCIeHostBridge, nvlinks: dgx1NVLinks},
+	"dgx2-v100":    {product: "Tesla V100-SXM3-32GB", memoryMiB: 32510, gpus: 16, sockets: 2, perSwitch: 2, plane: 16},
+	"nvswitch-2x8": {product: "NVIDIA A100-SXM4-80GB", memoryMiB: 81920, gpus: 16, sockets: 2, perSwitch: 2, plane: 8},
+	// 4x L4: two PCIe switches under the same host bridge.
+	"pcie-4xl4":        {product: "NVIDIA L4", memoryMiB: 23034, gpus: 4, sockets: 1, perSwitch: 2, socketPCIe: PCIeHostBridge},
 	"pcie-8x-2socket":  {product: "NVIDIA L40S", memoryMiB: 46068, gpus: 8, sockets: 2, perSwitch: 2},
 	"pcie-16x-2socket": {product: "NVIDIA L4", memoryMiB: 23034, gpus: 16, sockets: 2, perSwitch: 2},
 }
@@ -59,7 +70,7 @@ func ShapeNames() []string {
 // backends, tests and simulators, so they all share one definition of each
 // machine's links:
 //
-//	dgx-a100, dgx-h100   8 GPUs on NVSwitch (NV12, NV18)
+//	dgx-a100, dgx-h100   8 GPUs on NVSwitch
 //	dgx1-v100            8 GPUs, NVLink hybrid cube mesh
 //	dgx2-v100            16 GPUs on one NVSwitch fabric (NV6)
 //	nvswitch-2x8         16 GPUs, two 8-GPU NVSwitch planes, PCIe between
@@ -67,8 +78,10 @@ func ShapeNames() []string {
 //	pcie-8x-2socket      8 L40S on two sockets, pairs under a PCIe switch
 //	pcie-16x-2socket     16 L4 on two sockets, pairs under a PCIe switch
 //
-// Without NVLink, PCIe levels are single-switch for GPUs under the same
-// switch, same-numa within a socket and cross-cpu otherwise. UUIDs are
+// PCIe levels are single-switch (or the shape's switch level) for GPUs
+// under the same switch, same-numa (or the shape's socket level) within a
+// socket and cross-cpu otherwise. The fake NVML machines (pkg/nvml/fake)
+// are built from these shapes, so discovery on a fake returns this Node. UUIDs are
 // derived from the shape name and index; fakes of several nodes should
 // rewrite them (and need not Prepare again: links are unchanged).
 func Shape(name string) (*Node, error) {
@@ -81,6 +94,13 @@ func Shape(name string) (*Node, error) {
 
 func (s shape) node(name string) (*Node, error) {
 	perSocket := s.gpus / s.sockets
+	switchPCIe, socketPCIe := PCIeSingleSwitch, PCIeSameNUMA
+	if s.switchPCIe != 0 {
+		switchPCIe = s.switchPCIe
+	}
+	if s.socketPCIe != 0 {
+		socketPCIe = s.socketPCIe
+	}
 	n := &Node{GPUs: make([]GPU, s.gpus), Links: make([][]Link, s.gpus)}
 	h := crc32.ChecksumIEEE([]byte(name))
 	for i := range s.gpus {
@@ -101,14 +121,14 @@ func (s shape) node(name string) (*Node, error) {
 			l := &n.Links[i][j]
 			switch {
 			case i/s.perSwitch == j/s.perSwitch:
-				l.PCIe = PCIeSingleSwitch
+				l.PCIe = switchPCIe
 			case i/perSocket == j/perSocket:
-				l.PCIe = PCIeSameNUMA
+				l.PCIe = socketPCIe
 			default:
 				l.PCIe = PCIeCrossCPU
 			}
 			if s.plane > 0 && i/s.plane == j/s.plane {
-				l.NVSwitch, l.NVLinks = true, s.nvswitchLinks
+				l.NVSwitch = true
 			}
 		}
 	}

@@ -130,7 +130,7 @@ func TestDiscover(t *testing.T) {
 			},
 		},
 		{
-			name: "dgx-h100", product: "NVIDIA H100 80GB HBM3", memMiB: 81920, numa: twoSockets,
+			name: "dgx-h100", product: "NVIDIA H100 80GB HBM3", memMiB: 81559, numa: twoSockets,
 			link: func(t *testing.T, i, j int, l gpunode.Link) {
 				if !l.NVSwitch || l.NVLinks != 0 {
 					t.Errorf("GPU %d-%d: %+v, want NVSwitch without direct links", i, j, l)
@@ -145,7 +145,7 @@ func TestDiscover(t *testing.T) {
 			},
 		},
 		{
-			name: "dgx1-v100", product: "Tesla V100-SXM2-16GB", memMiB: 16160, numa: twoSockets,
+			name: "dgx1-v100", product: "Tesla V100-SXM2-32GB", memMiB: 32510, numa: twoSockets,
 			link: func(t *testing.T, i, j int, l gpunode.Link) {
 				if l.NVSwitch {
 					t.Errorf("GPU %d-%d: NVSwitch on a DGX-1", i, j)
@@ -232,6 +232,38 @@ func TestDiscover(t *testing.T) {
 						t.Errorf("GPU %d-%d: asymmetric %+v / %+v", i, j, node.Links[i][j], node.Links[j][i])
 					}
 					tc.link(t, i, j, node.Links[i][j])
+				}
+			}
+		})
+	}
+}
+
+// TestDiscoverMatchesShape: a fake machine is built from gpunode.Shape of
+// the same name, so discovery through NVML calls must give back that Node:
+// one definition of each machine for the fakes, the scheduler and the
+// simulators. Only UUIDs and bus IDs are the fake's own.
+func TestDiscoverMatchesShape(t *testing.T) {
+	for _, name := range fake.Names() {
+		t.Run(name, func(t *testing.T) {
+			b, _ := openFake(t, name)
+			got, err := b.Discover(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := gpunode.MustShape(name)
+			if len(got.GPUs) != len(want.GPUs) {
+				t.Fatalf("%d GPUs, shape has %d", len(got.GPUs), len(want.GPUs))
+			}
+			for i := range want.GPUs {
+				g, w := got.GPUs[i], want.GPUs[i]
+				g.UUID, g.PCIBusID = w.UUID, w.PCIBusID
+				if g != w {
+					t.Errorf("GPU %d: discovered %+v, shape %+v", i, g, w)
+				}
+				for j := range want.GPUs {
+					if got.Links[i][j] != want.Links[i][j] {
+						t.Errorf("GPU %d-%d: discovered %+v, shape %+v", i, j, got.Links[i][j], want.Links[i][j])
+					}
 				}
 			}
 		})
@@ -414,7 +446,7 @@ func TestTelemetry(t *testing.T) {
 		if g.GPUUtilPercent == nil || g.MemUtilPercent == nil || g.MemoryUsedMiB == nil || g.MemoryTotalMiB == nil {
 			t.Fatalf("GPU %d: missing metric %+v", i, g)
 		}
-		if *g.MemoryTotalMiB != 81920 || *g.MemoryUsedMiB != int64(i+1)*512 {
+		if *g.MemoryTotalMiB != 81559 || *g.MemoryUsedMiB != int64(i+1)*512 {
 			t.Errorf("GPU %d: memory %d/%d MiB", i, *g.MemoryUsedMiB, *g.MemoryTotalMiB)
 		}
 		if g.TemperatureC != nil {

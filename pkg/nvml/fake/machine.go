@@ -22,8 +22,8 @@ import (
 
 // Names lists the fake machines, sorted.
 func Names() []string {
-	names := make([]string, 0, len(shapes))
-	for n := range shapes {
+	names := make([]string, 0, len(machines))
+	for n := range machines {
 		names = append(names, n)
 	}
 	sort.Strings(names)
@@ -78,9 +78,12 @@ type eventSet struct {
 
 // New builds the fake machine NAME (see Names).
 func New(name string) (*Machine, error) {
-	sh, ok := shapes[name]
-	if !ok {
+	if _, ok := machines[name]; !ok {
 		return nil, fmt.Errorf("unknown fake NVML machine %q (valid: %s)", name, strings.Join(Names(), ", "))
+	}
+	sh, err := shapeOf(name)
+	if err != nil {
+		return nil, err
 	}
 	m := &Machine{
 		name:   name,
@@ -91,6 +94,12 @@ func New(name string) (*Machine, error) {
 	}
 	for i, d := range m.srv.Devices {
 		dev := d.(*server.Device)
+		// Product and memory are the shape's, whatever the mock's GPU
+		// model says.
+		g := sh.node.GPUs[i]
+		dev.Config.Name = g.Product
+		dev.Config.MemoryMB = uint64(g.MemoryMiB)
+		dev.MemoryInfo = nvml.Memory{Total: uint64(g.MemoryMiB) << 20}
 		m.devs = append(m.devs, dev)
 		m.util = append(m.util, nvml.Utilization{Gpu: uint32(i*13+7) % 100, Memory: uint32(i*7+3) % 100})
 	}

@@ -28,9 +28,13 @@ func TestShapes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			sh, err := shapeOf(name)
+			if err != nil {
+				t.Fatal(err)
+			}
 			lib := m.Interface()
 			n, ret := lib.DeviceGetCount()
-			if ret != nvml.SUCCESS || n != len(shapes[name].busIDs) || n != m.GPUCount() {
+			if ret != nvml.SUCCESS || n != len(sh.busIDs) || n != m.GPUCount() {
 				t.Fatalf("DeviceGetCount = %d, %v", n, ret)
 			}
 			for i := range n {
@@ -52,9 +56,9 @@ func TestShapes(t *testing.T) {
 					}
 					links++
 				}
-				want := shapes[name].switchLinks
-				if shapes[name].nvlinks != nil {
-					for _, k := range shapes[name].nvlinks[i] {
+				want := sh.switchLinks
+				if sh.nvlinks != nil {
+					for _, k := range sh.nvlinks[i] {
 						want += k
 					}
 				}
