@@ -12,7 +12,6 @@ package allocation
 import (
 	"slices"
 	"sort"
-	"strings"
 
 	v1 "k8s.io/api/core/v1"
 
@@ -37,19 +36,20 @@ type InUse struct {
 	Devices map[string]bool
 }
 
-// AnnotatedIDs parses a pod's kubegpu.io/gpu-ids annotation: trimmed,
-// de-duplicated, sorted. nil when the pod has none.
+// AnnotatedIDs reads a pod's kubegpu.io/gpu-ids annotation with the
+// contract's parser, sorted. nil when the pod has none, when it is
+// malformed (never honoured: it could name a GPU twice) or when it is a
+// GPU share, which the whole-GPU resource does not serve.
 func AnnotatedIDs(pod *v1.Pod) []string {
 	raw, ok := pod.Annotations[contract.AnnotationGPUIDs]
 	if !ok {
 		return nil
 	}
-	var ids []string
-	for _, id := range strings.Split(raw, ",") {
-		if id = strings.TrimSpace(id); id != "" && !slices.Contains(ids, id) {
-			ids = append(ids, id)
-		}
+	a, err := contract.ParseGPUIDs(raw)
+	if err != nil || a.Shared() {
+		return nil
 	}
+	ids := slices.Clone(a.UUIDs)
 	sort.Strings(ids)
 	return ids
 }

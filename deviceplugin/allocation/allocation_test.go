@@ -44,7 +44,8 @@ func TestPreferred(t *testing.T) {
 		wantSrc     Source
 	}{
 		{"annotated pod", []*v1.Pod{pod("a", v1.PodPending, u(5, 2)...)}, InUse{}, all, nil, 2, u(2, 5), SourceAnnotation},
-		{"annotation with spaces and duplicates", []*v1.Pod{pod("a", v1.PodPending, " "+node.GPUs[5].UUID+" ", node.GPUs[2].UUID, node.GPUs[5].UUID)}, InUse{}, all, nil, 2, u(2, 5), SourceAnnotation},
+		// A malformed annotation (whitespace, a GPU named twice) is never honoured.
+		{"malformed annotation falls back", []*v1.Pod{pod("a", v1.PodPending, " "+node.GPUs[5].UUID+" ", node.GPUs[2].UUID, node.GPUs[5].UUID)}, InUse{}, all, nil, 2, u(2, 3), SourceTopology},
 		{"two pods same set", []*v1.Pod{pod("a", v1.PodPending, u(1, 3)...), pod("b", v1.PodPending, u(3, 1)...)}, InUse{}, all, nil, 2, u(1, 3), SourceAnnotation},
 		// Two waiting pods with different sets of the same size: ambiguous.
 		{"ambiguous falls back", []*v1.Pod{pod("a", v1.PodPending, u(1, 3)...), pod("b", v1.PodPending, u(4, 5)...)}, InUse{}, all, nil, 2, u(2, 3), SourceTopology},
