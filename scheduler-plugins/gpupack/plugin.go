@@ -62,6 +62,33 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	return p, nil
 }
 
+// NewStandalone builds the plugin without a scheduler: no informers and
+// no API client. The caller feeds nodes and pods through ObserveNode,
+// ObservePod and ForgetPod and runs the extension points itself; the
+// packing simulator does this to replay traces through the same Filter,
+// Score and Reserve code the scheduler runs. PreBind needs the API and
+// must not be called.
+func NewStandalone(obj runtime.Object) (*Plugin, error) {
+	args, err := decodeArgs(obj)
+	if err != nil {
+		return nil, err
+	}
+	return newPlugin(args), nil
+}
+
+// ObserveNode records a node's GPU inventory (its topology annotation).
+func (p *Plugin) ObserveNode(n *v1.Node) { p.gpus.setNode(n) }
+
+// ObservePod records a pod: bound pods hold the GPUs in their
+// kubegpu.io/gpu-ids annotation, finished pods free them.
+func (p *Plugin) ObservePod(pod *v1.Pod) { p.gpus.setPod(pod) }
+
+// ForgetPod frees a deleted pod's GPUs.
+func (p *Plugin) ForgetPod(pod *v1.Pod) { p.gpus.deletePod(pod) }
+
+// ForgetNode drops a deleted node.
+func (p *Plugin) ForgetNode(name string) { p.gpus.deleteNode(name) }
+
 func newPlugin(args Args) *Plugin {
 	p := &Plugin{args: args, mix: newMix()}
 	p.gpus = newGPUState(&p.args)
@@ -77,7 +104,7 @@ func (p *Plugin) watch(ctx context.Context, h fwk.Handle) error {
 		UpdateFunc: func(_, obj any) { p.onNode(obj) },
 		DeleteFunc: func(obj any) {
 			if n, ok := unwrap[*v1.Node](obj); ok {
-				p.gpus.deleteNode(n.Name)
+				p.ForgetNode(n.Name)
 			}
 		},
 	})
@@ -89,7 +116,7 @@ func (p *Plugin) watch(ctx context.Context, h fwk.Handle) error {
 		UpdateFunc: func(_, obj any) { p.onPod(obj) },
 		DeleteFunc: func(obj any) {
 			if pod, ok := unwrap[*v1.Pod](obj); ok {
-				p.gpus.deletePod(pod)
+				p.ForgetPod(pod)
 			}
 		},
 	})
@@ -103,13 +130,13 @@ func (p *Plugin) watch(ctx context.Context, h fwk.Handle) error {
 
 func (p *Plugin) onNode(obj any) {
 	if n, ok := unwrap[*v1.Node](obj); ok {
-		p.gpus.setNode(n)
+		p.ObserveNode(n)
 	}
 }
 
 func (p *Plugin) onPod(obj any) {
 	if pod, ok := unwrap[*v1.Pod](obj); ok {
-		p.gpus.setPod(pod)
+		p.ObservePod(pod)
 	}
 }
 
