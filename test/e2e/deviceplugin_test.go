@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -224,9 +225,30 @@ func TestDevicePluginHandshake(t *testing.T) {
 			newPod("share-a", withResource(contract.ResourceGPUMilli, "250")))
 	})
 	t.Run("several pods at once", func(t *testing.T) {
+		// batch-1 is pinned to two free GPUs without NVLink between them,
+		// a pair no topology choice would make, so only the annotation
+		// can bring the container these GPUs.
+		var free []int
+		for i, g := range inv.GPUs {
+			taken := slices.ContainsFunc(slices.Collect(maps.Values(whole)), func(ids []string) bool { return slices.Contains(ids, g.UUID) })
+			if !taken && !slices.Contains(slices.Collect(maps.Values(shared)), g.UUID) {
+				free = append(free, i)
+			}
+		}
+		var pinned []string
+		for _, i := range free {
+			for _, j := range free {
+				if i < j && pinned == nil && inv.Links[i][j].NVLinks == 0 {
+					pinned = []string{inv.GPUs[i].UUID, inv.GPUs[j].UUID}
+				}
+			}
+		}
+		if pinned == nil {
+			t.Fatalf("no free pair without NVLink among %v", free)
+		}
 		run(t,
 			newPod("batch-0", withResource(contract.ResourceGPU, "2")),
-			newPod("batch-1", withResource(contract.ResourceGPU, "2")),
+			newPod("batch-1", withResource(contract.ResourceGPU, "2"), withAnnotation(contract.AnnotationGPUIDs, strings.Join(pinned, ","))),
 			newPod("share-b", withResource(contract.ResourceGPUMilli, "500")),
 			newPod("share-c", withResource(contract.ResourceGPUMilli, "250")))
 	})
