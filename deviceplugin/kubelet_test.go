@@ -355,6 +355,9 @@ func TestKubeletRestarts(t *testing.T) {
 		}
 		times = append(times, took)
 	}
+	// The device manager shows capacity while our Register call is still
+	// returning, so the count can trail by a moment.
+	waitFor(t, time.Second, "11 registrations", func() bool { return p.Server.Registrations() == 11 })
 	if n := p.Server.Registrations(); n != 11 {
 		t.Errorf("%d registrations, want 11", n)
 	}

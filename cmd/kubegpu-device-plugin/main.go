@@ -36,6 +36,8 @@ func main() {
 		recovery     = fs.Bool("health-recovery", true, "mark GPUs healthy again when NVML reads them without error")
 		recoveryIvl  = fs.Duration("health-recovery-interval", 30*time.Second, "how often unhealthy GPUs are re-checked")
 		cdi          = fs.Bool("cdi", false, "also return CDI device names (nvidia.com/gpu=UUID) from Allocate")
+		sharing      = fs.Bool("gpu-sharing", false, "also advertise GPU shares (1000 slots per GPU) as --shared-resource-name")
+		shared       = fs.String("shared-resource-name", contract.ResourceGPUMilli, "extended resource name of GPU shares, in thousandths of a GPU")
 	)
 	_ = fs.Parse(os.Args[1:])
 
@@ -59,6 +61,8 @@ func main() {
 		NodeName:           *nodeName,
 		MetricsAddr:        *metricsAddr,
 		CDI:                *cdi,
+		Sharing:            *sharing,
+		SharedResourceName: *shared,
 		Health:             inventory.HealthOptions{Recovery: *recovery, RecoveryInterval: *recoveryIvl},
 	}
 	if client, err := apiClient(*kubeconfig); err != nil {

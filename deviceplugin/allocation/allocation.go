@@ -10,10 +10,12 @@
 package allocation
 
 import (
+	"cmp"
 	"slices"
 	"sort"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubegpu/kubegpu/pkg/contract"
 	"github.com/kubegpu/kubegpu/pkg/gpunode"
@@ -25,6 +27,7 @@ type Source string
 const (
 	SourceAnnotation Source = "annotation" // the scheduler's recorded choice
 	SourceTopology   Source = "topology"   // gpunode best set
+	SourceMostFree   Source = "most-free"  // share: the GPU with the most free slots
 	SourceNone       Source = "none"       // no valid set (request too large)
 )
 
@@ -32,8 +35,34 @@ const (
 // containers. When Known is false (the kubelet's podresources API was not
 // reachable), a pod's devices count as in use once the pod is Running.
 type InUse struct {
-	Known   bool
+	Known bool
+	// Devices are the whole-GPU device IDs (UUIDs) assigned to containers.
 	Devices map[string]bool
+	// Slots are the share slot IDs (SlotID) assigned to containers.
+	Slots map[string]bool
+	// Holders are the pods ("namespace/name") holding share slots: slots
+	// do not name a pod's annotated GPU set, so a share pod is matched by
+	// name.
+	Holders map[string]bool
+	// Claimed are pods this plugin already answered an Allocate for. It
+	// covers the moment before podresources shows the assignment, and runs
+	// without podresources, where a share pod's GPU would otherwise look
+	// free for it again until the pod is Running.
+	Claimed map[types.UID]bool
+}
+
+// live reports whether pod still holds or waits for its GPUs.
+func live(pod *v1.Pod) bool {
+	return pod.DeletionTimestamp == nil && pod.Status.Phase != v1.PodSucceeded && pod.Status.Phase != v1.PodFailed
+}
+
+// byAge orders pods oldest first, as the kubelet admits a batch of new
+// pods in creation order; name and UID break ties so every call agrees.
+func byAge(a, b *v1.Pod) int {
+	if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+		return c
+	}
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name), cmp.Compare(a.UID, b.UID))
 }
 
 // AnnotatedIDs reads a pod's kubegpu.io/gpu-ids annotation with the
@@ -56,7 +85,7 @@ func AnnotatedIDs(pod *v1.Pod) []string {
 
 // waiting reports whether pod is still waiting for its annotated GPUs.
 func waiting(pod *v1.Pod, ids []string, inUse InUse) bool {
-	if pod.DeletionTimestamp != nil || pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
+	if !live(pod) || inUse.Claimed[pod.UID] {
 		return false
 	}
 	if !inUse.Known {
@@ -72,8 +101,15 @@ func waiting(pod *v1.Pod, ids []string, inUse InUse) bool {
 
 // Candidates returns the distinct annotated GPU sets (sorted) of the pods
 // still waiting for their GPUs whose sets have size GPUs, lie within
-// allowed (nil: any) and contain mustInclude.
+// allowed (nil: any) and contain mustInclude, the oldest pod's set first.
 func Candidates(pods []*v1.Pod, inUse InUse, allowed, mustInclude []string, size int) [][]string {
+	sets, _ := candidates(pods, inUse, allowed, mustInclude, size)
+	return sets
+}
+
+// candidates is Candidates with, for each set, the oldest pod waiting for it.
+func candidates(pods []*v1.Pod, inUse InUse, allowed, mustInclude []string, size int) ([][]string, []*v1.Pod) {
+	pods = slices.SortedFunc(slices.Values(pods), byAge)
 	var allowedSet map[string]bool
 	if allowed != nil {
 		allowedSet = make(map[string]bool, len(allowed))
@@ -82,6 +118,7 @@ func Candidates(pods []*v1.Pod, inUse InUse, allowed, mustInclude []string, size
 		}
 	}
 	var sets [][]string
+	var owners []*v1.Pod
 	for _, pod := range pods {
 		ids := AnnotatedIDs(pod)
 		if len(ids) == 0 || len(ids) != size || !waiting(pod, ids, inUse) {
@@ -95,20 +132,25 @@ func Candidates(pods []*v1.Pod, inUse InUse, allowed, mustInclude []string, size
 		}
 		if !slices.ContainsFunc(sets, func(s []string) bool { return slices.Equal(s, ids) }) {
 			sets = append(sets, ids)
+			owners = append(owners, pod)
 		}
 	}
-	return sets
+	return sets, owners
 }
 
 // Preferred picks size GPUs out of available for a GetPreferredAllocation
-// request: the annotated set of the one waiting pod (or several pods with
-// the same set) that fits, else the best set on node among available that
-// contains mustInclude. node may be nil (then the first available IDs).
+// request: the annotated set of the oldest waiting pod whose set fits (the
+// request carries no pod identity, and the kubelet admits new pods oldest
+// first), else the best set on node among available that contains
+// mustInclude. GPUs holding or reserved for shares are never offered
+// whole. node may be nil (then the first available IDs).
 func Preferred(node *gpunode.Node, pods []*v1.Pod, inUse InUse, available, mustInclude []string, size int) ([]string, Source) {
+	shared := Usage(pods, inUse).Shared
+	available = slices.DeleteFunc(slices.Clone(available), func(id string) bool { return shared[id] && !slices.Contains(mustInclude, id) })
 	if size <= 0 || size > len(available) || len(mustInclude) > size {
 		return nil, SourceNone
 	}
-	if c := Candidates(pods, inUse, available, mustInclude, size); len(c) == 1 {
+	if c := Candidates(pods, inUse, available, mustInclude, size); len(c) > 0 {
 		return c[0], SourceAnnotation
 	}
 	if set, ok := BestSet(node, available, mustInclude, size); ok {
@@ -131,18 +173,19 @@ const (
 )
 
 // Check compares the IDs the kubelet asked Allocate for with the waiting
-// pods' annotated sets, returning the sets it was compared with.
-func Check(pods []*v1.Pod, inUse InUse, requested []string) (Verdict, [][]string) {
+// pods' annotated sets, returning the sets it was compared with and, when
+// honoured, the oldest pod waiting for that set (the one served).
+func Check(pods []*v1.Pod, inUse InUse, requested []string) (Verdict, [][]string, *v1.Pod) {
 	req := slices.Clone(requested)
 	sort.Strings(req)
-	c := Candidates(pods, inUse, nil, nil, len(req))
-	switch {
-	case len(c) == 0:
-		return Unannotated, nil
-	case slices.ContainsFunc(c, func(s []string) bool { return slices.Equal(s, req) }):
-		return Honoured, c
+	c, owners := candidates(pods, inUse, nil, nil, len(req))
+	if len(c) == 0 {
+		return Unannotated, nil, nil
 	}
-	return Mismatch, c
+	if i := slices.IndexFunc(c, func(s []string) bool { return slices.Equal(s, req) }); i >= 0 {
+		return Honoured, c, owners[i]
+	}
+	return Mismatch, c, nil
 }
 
 // maxCombinations bounds the exhaustive search for sets with mustInclude;

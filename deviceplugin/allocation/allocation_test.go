@@ -4,19 +4,27 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubegpu/kubegpu/pkg/contract"
 	"github.com/kubegpu/kubegpu/pkg/gpunode"
 )
 
 func pod(name string, phase v1.PodPhase, ids ...string) *v1.Pod {
-	p := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: v1.PodStatus{Phase: phase}}
+	p := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: types.UID("uid-" + name)}, Status: v1.PodStatus{Phase: phase}}
 	if ids != nil {
 		p.Annotations = map[string]string{contract.AnnotationGPUIDs: strings.Join(ids, ",")}
 	}
+	return p
+}
+
+// aged sets the pod's creation time to sec seconds after an epoch.
+func aged(p *v1.Pod, sec int64) *v1.Pod {
+	p.CreationTimestamp = metav1.NewTime(time.Unix(1_700_000_000+sec, 0))
 	return p
 }
 
@@ -47,8 +55,15 @@ func TestPreferred(t *testing.T) {
 		// A malformed annotation (whitespace, a GPU named twice) is never honoured.
 		{"malformed annotation falls back", []*v1.Pod{pod("a", v1.PodPending, " "+node.GPUs[5].UUID+" ", node.GPUs[2].UUID, node.GPUs[5].UUID)}, InUse{}, all, nil, 2, u(2, 3), SourceTopology},
 		{"two pods same set", []*v1.Pod{pod("a", v1.PodPending, u(1, 3)...), pod("b", v1.PodPending, u(3, 1)...)}, InUse{}, all, nil, 2, u(1, 3), SourceAnnotation},
-		// Two waiting pods with different sets of the same size: ambiguous.
-		{"ambiguous falls back", []*v1.Pod{pod("a", v1.PodPending, u(1, 3)...), pod("b", v1.PodPending, u(4, 5)...)}, InUse{}, all, nil, 2, u(2, 3), SourceTopology},
+		// Two waiting pods with different sets of the same size: the
+		// kubelet admits the older one first.
+		{"oldest of two", []*v1.Pod{aged(pod("a", v1.PodPending, u(1, 3)...), 2), aged(pod("b", v1.PodPending, u(4, 5)...), 1)}, InUse{}, all, nil, 2, u(4, 5), SourceAnnotation},
+		{"same age: name order", []*v1.Pod{pod("b", v1.PodPending, u(4, 5)...), pod("a", v1.PodPending, u(1, 3)...)}, InUse{}, all, nil, 2, u(1, 3), SourceAnnotation},
+		{"claimed pod skipped", []*v1.Pod{pod("a", v1.PodPending, u(1, 3)...), pod("b", v1.PodPending, u(4, 5)...)}, InUse{Claimed: map[types.UID]bool{"uid-a": true}}, all, nil, 2, u(4, 5), SourceAnnotation},
+		// Shares in use or reserved keep a GPU from being offered whole.
+		{"shared GPU not offered whole", []*v1.Pod{pod("s", v1.PodRunning, node.GPUs[0].UUID+":250")}, InUse{}, all, nil, 4, u(4, 5, 6, 7), SourceTopology},
+		{"slot in use keeps GPU", nil, InUse{Known: true, Slots: map[string]bool{SlotID(node.GPUs[4].UUID, 7): true}}, all, nil, 4, u(0, 1, 2, 3), SourceTopology},
+		{"only shared GPUs left", []*v1.Pod{pod("s", v1.PodPending, node.GPUs[0].UUID+":250")}, InUse{}, u(0, 1), nil, 2, nil, SourceNone},
 		// Size disambiguates.
 		{"size picks the pod", []*v1.Pod{pod("a", v1.PodPending, u(1, 3)...), pod("b", v1.PodPending, u(4, 5, 6)...)}, InUse{}, all, nil, 3, u(4, 5, 6), SourceAnnotation},
 		{"running pod is done (no podresources)", []*v1.Pod{pod("a", v1.PodRunning, u(1, 3)...)}, InUse{}, all, nil, 2, u(2, 3), SourceTopology},
@@ -89,7 +104,7 @@ func TestCheck(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got, _ := Check(tt.pods, InUse{}, tt.requested); got != tt.want {
+			if got, _, _ := Check(tt.pods, InUse{}, tt.requested); got != tt.want {
 				t.Errorf("Check = %v, want %v", got, tt.want)
 			}
 		})

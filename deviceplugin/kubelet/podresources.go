@@ -25,6 +25,16 @@ type PodResources struct {
 // Assignments returns the devices of resource assigned to containers. An
 // error means the API is not reachable (no kubelet, no permission).
 func (p PodResources) Assignments(ctx context.Context, resource string) (map[string]Owner, error) {
+	m, err := p.AssignmentsOf(ctx, resource)
+	if err != nil {
+		return nil, err
+	}
+	return m[resource], nil
+}
+
+// AssignmentsOf is Assignments for several resources from one List call,
+// by resource name.
+func (p PodResources) AssignmentsOf(ctx context.Context, resources ...string) (map[string]map[string]Owner, error) {
 	timeout := p.Timeout
 	if timeout <= 0 {
 		timeout = 2 * time.Second
@@ -40,7 +50,11 @@ func (p PodResources) Assignments(ctx context.Context, resource string) (map[str
 	if err != nil {
 		return nil, fmt.Errorf("podresources list: %w", err)
 	}
-	return assignments(resp, resource), nil
+	out := make(map[string]map[string]Owner, len(resources))
+	for _, r := range resources {
+		out[r] = assignments(resp, r)
+	}
+	return out, nil
 }
 
 func assignments(resp *podresourcesapi.ListPodResourcesResponse, resource string) map[string]Owner {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 	"k8s.io/klog/v2"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
+	"github.com/kubegpu/kubegpu/deviceplugin/allocation"
 	"github.com/kubegpu/kubegpu/deviceplugin/inventory"
 	"github.com/kubegpu/kubegpu/pkg/gpunode"
 )
@@ -32,8 +34,16 @@ type Chooser interface {
 	// Preferred returns size IDs out of available, including mustInclude.
 	Preferred(ctx context.Context, available, mustInclude []string, size int) []string
 	// Allocating is told about every container allocation, to compare it
-	// with the scheduler's choice.
-	Allocating(ctx context.Context, ids []string)
+	// with the scheduler's choice. It returns what the container gets, or
+	// an error to refuse the allocation (the kubelet then fails the pod).
+	Allocating(ctx context.Context, ids []string) (Grant, error)
+}
+
+// Grant is what one container receives: the GPUs it sees and, for a
+// share, the environment that describes the share.
+type Grant struct {
+	GPUs []string
+	Env  map[string]string
 }
 
 // Config configures the Server.
@@ -42,6 +52,9 @@ type Config struct {
 	PluginDir    string // the kubelet's device plugin folder
 	// CDI adds CDI device names (nvidia.com/gpu=UUID) to Allocate answers.
 	CDI bool
+	// Shares serves the GPU-share resource: the devices are share slots
+	// (allocation.SlotsPerGPU per GPU) instead of whole GPUs.
+	Shares bool
 	// DriverCapabilities is NVIDIA_DRIVER_CAPABILITIES (default
 	// "compute,utility").
 	DriverCapabilities string
@@ -267,11 +280,34 @@ func (s *Server) GetDevicePluginOptions(context.Context, *pluginapi.Empty) (*plu
 	return &pluginapi.DevicePluginOptions{GetPreferredAllocationAvailable: true}, nil
 }
 
+// SlotDevices is the share resource's device list: allocation.SlotsPerGPU
+// slots per GPU, with the GPU's health and NUMA node, so that an unhealthy
+// GPU takes all its slots out of the kubelet's allocatable.
+func SlotDevices(node *gpunode.Node) []*pluginapi.Device {
+	out := make([]*pluginapi.Device, 0, len(node.GPUs)*allocation.SlotsPerGPU)
+	for _, gpu := range Devices(node) {
+		for n := range allocation.SlotsPerGPU {
+			// Health and topology are shared per GPU: the message is
+			// serialised at once, and sharing saves 8000 allocations.
+			out = append(out, &pluginapi.Device{ID: allocation.SlotID(gpu.ID, n), Health: gpu.Health, Topology: gpu.Topology})
+		}
+	}
+	return out
+}
+
+// devices is this server's device list.
+func (s *Server) devices(node *gpunode.Node) []*pluginapi.Device {
+	if s.cfg.Shares {
+		return SlotDevices(node)
+	}
+	return Devices(node)
+}
+
 // ListAndWatch sends the device list now and after every health change.
 func (s *Server) ListAndWatch(_ *pluginapi.Empty, stream grpc.ServerStreamingServer[pluginapi.ListAndWatchResponse]) error {
 	for {
 		node, changed := s.inv.Snapshot()
-		if err := stream.Send(&pluginapi.ListAndWatchResponse{Devices: Devices(node)}); err != nil {
+		if err := stream.Send(&pluginapi.ListAndWatchResponse{Devices: s.devices(node)}); err != nil {
 			return fmt.Errorf("send device list: %w", err)
 		}
 		select {
@@ -293,9 +329,10 @@ func (s *Server) GetPreferredAllocation(ctx context.Context, req *pluginapi.Pref
 
 func (s *Server) Allocate(ctx context.Context, req *pluginapi.AllocateRequest) (*pluginapi.AllocateResponse, error) {
 	node, _ := s.inv.Snapshot()
-	known := make(map[string]bool, len(node.GPUs))
-	for _, g := range node.GPUs {
-		known[g.UUID] = true
+	devs := s.devices(node)
+	known := make(map[string]bool, len(devs))
+	for _, d := range devs {
+		known[d.ID] = true
 	}
 	resp := &pluginapi.AllocateResponse{}
 	for _, c := range req.ContainerRequests {
@@ -304,10 +341,49 @@ func (s *Server) Allocate(ctx context.Context, req *pluginapi.AllocateRequest) (
 				return nil, fmt.Errorf("allocate: unknown device %q", id)
 			}
 		}
-		s.chooser.Allocating(ctx, c.DevicesIds)
-		resp.ContainerResponses = append(resp.ContainerResponses, ContainerResponse(c.DevicesIds, s.cfg.DriverCapabilities, s.cfg.CDI))
+		g, err := s.chooser.Allocating(ctx, c.DevicesIds)
+		if err != nil {
+			return nil, fmt.Errorf("allocate %s: %w", s.cfg.ResourceName, err)
+		}
+		r := ContainerResponse(g.GPUs, s.cfg.DriverCapabilities, s.cfg.CDI)
+		for k, v := range g.Env {
+			r.Envs[k] = v
+		}
+		resp.ContainerResponses = append(resp.ContainerResponses, r)
 	}
 	return resp, nil
+}
+
+// Environment variables that describe a GPU share to the container. The
+// plugin enforces none of them: the share is what the scheduler booked,
+// and keeping to it is up to the workload (frameworks that cap memory,
+// e.g. PyTorch's set_per_process_memory_fraction) or to an MPS daemon.
+const (
+	// EnvGPUMilli is the share in thousandths of the GPU (1-999).
+	EnvGPUMilli = "KUBEGPU_GPU_MILLI"
+	// EnvGPUMemoryLimit is the share of the GPU's memory in MiB
+	// (memory * milli / 1000, rounded down).
+	EnvGPUMemoryLimit = "KUBEGPU_GPU_MEMORY_LIMIT_MIB"
+	// EnvMPSThreads is read by CUDA MPS clients: the share of the GPU's
+	// SMs (percent, milli/10 rounded up) the client may use. Ignored
+	// without an MPS daemon.
+	EnvMPSThreads = "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"
+	// EnvMPSMemory is read by CUDA MPS clients (Volta and later): the
+	// device memory limit, "0=<MiB>M" for the one visible GPU. Ignored
+	// without an MPS daemon.
+	EnvMPSMemory = "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"
+)
+
+// ShareEnv is the environment of a container holding milli of a GPU with
+// memMiB of memory.
+func ShareEnv(milli int, memMiB int64) map[string]string {
+	mem := memMiB * int64(milli) / 1000
+	return map[string]string{
+		EnvGPUMilli:       strconv.Itoa(milli),
+		EnvGPUMemoryLimit: strconv.FormatInt(mem, 10),
+		EnvMPSThreads:     strconv.Itoa((milli + 9) / 10),
+		EnvMPSMemory:      "0=" + strconv.FormatInt(mem, 10) + "M",
+	}
 }
 
 // ContainerResponse is what a container with GPUs ids gets: the NVIDIA

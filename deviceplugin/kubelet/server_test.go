@@ -1,11 +1,16 @@
 package kubelet
 
 import (
+	"fmt"
+	"maps"
 	"slices"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 	podresourcesapi "k8s.io/kubelet/pkg/apis/podresources/v1"
 
+	"github.com/kubegpu/kubegpu/deviceplugin/allocation"
 	"github.com/kubegpu/kubegpu/pkg/gpunode"
 )
 
@@ -62,5 +67,69 @@ func TestAssignments(t *testing.T) {
 	got := assignments(resp, "nvidia.com/gpu")
 	if len(got) != 2 || got["GPU-b"] != (Owner{"ns", "p", "c"}) {
 		t.Errorf("assignments %v", got)
+	}
+}
+
+func TestSlotDevices(t *testing.T) {
+	n := gpunode.MustShape("dgx-h100")
+	n.GPUs[6].Healthy = false
+	devs := SlotDevices(n)
+	if len(devs) != 8*allocation.SlotsPerGPU {
+		t.Fatalf("%d slots, want %d", len(devs), 8*allocation.SlotsPerGPU)
+	}
+	for _, d := range devs {
+		uuid, _, ok := allocation.ParseSlot(d.ID)
+		i := slices.IndexFunc(n.GPUs, func(g gpunode.GPU) bool { return g.UUID == uuid })
+		if !ok || i < 0 {
+			t.Fatalf("slot %q names no GPU", d.ID)
+		}
+		if want := map[bool]string{true: "Healthy", false: "Unhealthy"}[n.GPUs[i].Healthy]; d.Health != want {
+			t.Fatalf("slot %s health %s, want %s", d.ID, d.Health, want)
+		}
+		if d.Topology.Nodes[0].ID != int64(n.GPUs[i].NUMANode) {
+			t.Fatalf("slot %s NUMA %v", d.ID, d.Topology)
+		}
+	}
+}
+
+func TestShareEnv(t *testing.T) {
+	tests := []struct {
+		milli int
+		mem   int64
+		want  map[string]string
+	}{
+		{250, 81559, map[string]string{EnvGPUMilli: "250", EnvGPUMemoryLimit: "20389", EnvMPSThreads: "25", EnvMPSMemory: "0=20389M"}},
+		{1, 16384, map[string]string{EnvGPUMilli: "1", EnvGPUMemoryLimit: "16", EnvMPSThreads: "1", EnvMPSMemory: "0=16M"}},
+		{999, 1000, map[string]string{EnvGPUMilli: "999", EnvGPUMemoryLimit: "999", EnvMPSThreads: "100", EnvMPSMemory: "0=999M"}},
+	}
+	for _, tt := range tests {
+		if got := ShareEnv(tt.milli, tt.mem); !maps.Equal(got, tt.want) {
+			t.Errorf("ShareEnv(%d, %d) = %v, want %v", tt.milli, tt.mem, got, tt.want)
+		}
+	}
+}
+
+// BenchmarkSlotListAndWatch measures what one ListAndWatch message of the
+// share resource costs on an 8- and a 16-GPU node: building it and
+// marshalling it as gRPC does. It reports the message size.
+func BenchmarkSlotListAndWatch(b *testing.B) {
+	for _, gpus := range []int{8, 16} {
+		n := gpunode.MustShape("dgx-h100")
+		for len(n.GPUs) < gpus {
+			g := n.GPUs[0]
+			g.UUID = fmt.Sprintf("GPU-%08x-0000-0000-0000-000000000000", len(n.GPUs))
+			n.GPUs = append(n.GPUs, g)
+		}
+		b.Run(fmt.Sprintf("gpus=%d", gpus), func(b *testing.B) {
+			var size int
+			for b.Loop() {
+				raw, err := proto.Marshal(&pluginapi.ListAndWatchResponse{Devices: SlotDevices(n)})
+				if err != nil {
+					b.Fatal(err)
+				}
+				size = len(raw)
+			}
+			b.ReportMetric(float64(size), "bytes/msg")
+		})
 	}
 }

@@ -131,11 +131,11 @@ func NewCounters() *Counters {
 	return &Counters{
 		Allocations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kubegpu_deviceplugin_allocations_total",
-			Help: "Container allocations by how they compare with the scheduler's recorded choice (honoured, mismatch, unannotated).",
+			Help: "Container allocations by how they compare with the scheduler's recorded choice (honoured, mismatch, unannotated), or refused (a whole GPU that carries shares, a share on a GPU taken whole or spanning GPUs).",
 		}, []string{"verdict"}),
 		PreferredAllocations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kubegpu_deviceplugin_preferred_allocations_total",
-			Help: "GetPreferredAllocation answers by source (annotation, topology, none).",
+			Help: "GetPreferredAllocation answers by source (annotation, topology, most-free for shares, none).",
 		}, []string{"source"}),
 		Registrations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kubegpu_deviceplugin_registrations_total",

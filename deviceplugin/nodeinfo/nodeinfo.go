@@ -39,16 +39,21 @@ func LabelValue(s string) string {
 
 // Patch is the JSON merge patch that sets the inventory labels and the
 // topology annotation and touches no other key. GFD labels describe the
-// first GPU, as GFD does on nodes with one model.
-func Patch(node *gpunode.Node) ([]byte, error) {
+// first GPU, as GFD does on nodes with one model. With sharing the node is
+// labelled kubegpu.io/gpu-sharing=true; without, the label is removed (a
+// merge patch null), so a node never claims sharing it lost.
+func Patch(node *gpunode.Node, sharing bool) ([]byte, error) {
 	topo, err := gpunode.Encode(node)
 	if err != nil {
 		return nil, fmt.Errorf("encode topology: %w", err)
 	}
-	labels := map[string]string{contract.LabelGPUCount: strconv.Itoa(len(node.GPUs))}
+	labels := map[string]any{contract.LabelGPUCount: strconv.Itoa(len(node.GPUs)), contract.LabelGPUSharing: nil}
 	if len(node.GPUs) > 0 {
 		labels[contract.LabelGPUProduct] = LabelValue(node.GPUs[0].Product)
 		labels[contract.LabelGPUMemory] = strconv.FormatInt(node.GPUs[0].MemoryMiB, 10)
+	}
+	if sharing {
+		labels[contract.LabelGPUSharing] = "true"
 	}
 	patch := map[string]any{"metadata": map[string]any{
 		"labels":      labels,
@@ -58,8 +63,8 @@ func Patch(node *gpunode.Node) ([]byte, error) {
 }
 
 // Publish patches node name with inv's current GPUs.
-func Publish(ctx context.Context, client corev1client.CoreV1Interface, name string, node *gpunode.Node) error {
-	patch, err := Patch(node)
+func Publish(ctx context.Context, client corev1client.CoreV1Interface, name string, node *gpunode.Node, sharing bool) error {
+	patch, err := Patch(node, sharing)
 	if err != nil {
 		return err
 	}
@@ -71,12 +76,12 @@ func Publish(ctx context.Context, client corev1client.CoreV1Interface, name stri
 
 // Run publishes at start and after every health change until ctx ends,
 // retrying failures with backoff (up to 30s).
-func Run(ctx context.Context, client corev1client.CoreV1Interface, name string, inv *inventory.Inventory) {
+func Run(ctx context.Context, client corev1client.CoreV1Interface, name string, inv *inventory.Inventory, sharing bool) {
 	logger := klog.FromContext(ctx).WithName("nodeinfo")
 	backoff := 200 * time.Millisecond
 	for {
 		node, changed := inv.Snapshot()
-		err := Publish(ctx, client, name, node)
+		err := Publish(ctx, client, name, node, sharing)
 		if err == nil {
 			backoff = 200 * time.Millisecond
 			logger.V(1).Info("Published GPU inventory", "node", name, "gpus", len(node.GPUs))

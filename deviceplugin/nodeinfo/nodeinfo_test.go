@@ -29,31 +29,41 @@ func TestLabelValue(t *testing.T) {
 // TestPatch: the patch names only our keys, so a merge patch leaves every
 // other label and annotation alone.
 func TestPatch(t *testing.T) {
-	n := gpunode.MustShape("pcie-4xl4")
-	raw, err := Patch(n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p struct {
-		Metadata struct {
-			Labels      map[string]string
-			Annotations map[string]string
+	for _, sharing := range []bool{false, true} {
+		n := gpunode.MustShape("pcie-4xl4")
+		raw, err := Patch(n, sharing)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if err := json.Unmarshal(raw, &p); err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{contract.LabelGPUProduct: "NVIDIA-L4", contract.LabelGPUMemory: "23034", contract.LabelGPUCount: "4"}
-	if len(p.Metadata.Labels) != len(want) || len(p.Metadata.Annotations) != 1 {
-		t.Fatalf("patch touches %v / %v", p.Metadata.Labels, p.Metadata.Annotations)
-	}
-	for k, v := range want {
-		if p.Metadata.Labels[k] != v {
-			t.Errorf("label %s = %q, want %q", k, p.Metadata.Labels[k], v)
+		var p struct {
+			Metadata struct {
+				Labels      map[string]*string
+				Annotations map[string]string
+			}
 		}
-	}
-	back, err := gpunode.Decode(p.Metadata.Annotations[contract.AnnotationTopology])
-	if err != nil || !back.Equal(n) {
-		t.Errorf("annotation does not decode to the node: %v", err)
+		if err := json.Unmarshal(raw, &p); err != nil {
+			t.Fatal(err)
+		}
+		str := func(s string) *string { return &s }
+		want := map[string]*string{
+			contract.LabelGPUProduct: str("NVIDIA-L4"), contract.LabelGPUMemory: str("23034"), contract.LabelGPUCount: str("4"),
+			contract.LabelGPUSharing: nil, // removed
+		}
+		if sharing {
+			want[contract.LabelGPUSharing] = str("true")
+		}
+		if len(p.Metadata.Labels) != len(want) || len(p.Metadata.Annotations) != 1 {
+			t.Fatalf("sharing %v: patch touches %v / %v", sharing, p.Metadata.Labels, p.Metadata.Annotations)
+		}
+		for k, v := range want {
+			got, ok := p.Metadata.Labels[k]
+			if !ok || (v == nil) != (got == nil) || (v != nil && *got != *v) {
+				t.Errorf("sharing %v: label %s = %v, want %v", sharing, k, got, v)
+			}
+		}
+		back, err := gpunode.Decode(p.Metadata.Annotations[contract.AnnotationTopology])
+		if err != nil || !back.Equal(n) {
+			t.Errorf("annotation does not decode to the node: %v", err)
+		}
 	}
 }

@@ -15,6 +15,9 @@ const (
 	LabelGPUProduct = "nvidia.com/gpu.product"
 	LabelGPUMemory  = "nvidia.com/gpu.memory"
 	LabelGPUCount   = "nvidia.com/gpu.count"
+	// LabelGPUSharing is "true" on nodes whose device plugin advertises
+	// ResourceGPUMilli (GPU sharing enabled); absent elsewhere.
+	LabelGPUSharing = "kubegpu.io/gpu-sharing"
 
 	// AnnotationTopology is the node annotation with the versioned JSON GPU
 	// inventory and link matrix, written by the device plugin.
