@@ -16,6 +16,7 @@ const (
 	reasonHealthyGPUs  = "insufficient healthy GPUs"
 	reasonNVLink       = "insufficient NVLink-connected free GPUs"
 	reasonPinned       = "GPUs named in kubegpu.io/gpu-ids are not free on this node"
+	reasonNoSharing    = "GPU sharing is not enabled on this node"
 )
 
 func reasonMemory(r request) string { return "GPU memory below " + r.memoryStr }
@@ -42,6 +43,9 @@ func (ng *nodeGPUs) fit(r request, args *Args, pinned []string) (choice, string)
 	}
 	if ng.topo == nil {
 		return choice{}, reasonBadInventory
+	}
+	if r.milli > 0 && !ng.sharing {
+		return choice{}, reasonNoSharing
 	}
 	if pinned != nil {
 		return ng.fitPinned(r, pinned)

@@ -111,7 +111,7 @@ func node(t *testing.T, shape string) (*gpuState, *v1.Node) {
 	}
 	args := DefaultArgs()
 	c := newGPUState(&args)
-	n := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", Annotations: map[string]string{contract.AnnotationTopology: annot}}}
+	n := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", Labels: map[string]string{contract.LabelGPUSharing: "true"}, Annotations: map[string]string{contract.AnnotationTopology: annot}}}
 	c.setNode(n)
 	return c, n
 }
@@ -228,6 +228,13 @@ func TestStateBookkeeping(t *testing.T) {
 	c.deletePod(f)
 	if !slices.Equal(ng().used, []int{0, 0, 0, 0}) || ng().foreign != 0 {
 		t.Fatalf("used %v foreign %d after pods ended", ng().used, ng().foreign)
+	}
+
+	// Shares go only to nodes that serve them.
+	delete(n.Labels, contract.LabelGPUSharing)
+	c.setNode(n)
+	if _, reason := ng().fit(request{milli: 100}, &args, nil); reason != reasonNoSharing {
+		t.Fatalf("share on a node without sharing: reason %q, want %q", reason, reasonNoSharing)
 	}
 
 	// A bad inventory annotation is a reason, not a panic.

@@ -16,10 +16,14 @@ const fullGPU = 1000 // milli in one GPU
 // nodeGPUs is one node's GPUs and what is booked on them.
 type nodeGPUs struct {
 	name  string
-	annot string        // raw topology annotation, to skip unchanged updates
-	topo  *gpunode.Node // nil when the node has no valid inventory
-	err   error         // why topo is nil, when the annotation is bad
-	pos   map[string]int
+	annot string // raw topology annotation, to skip unchanged updates
+	// sharing is set when the node's device plugin serves GPU shares
+	// (label kubegpu.io/gpu-sharing=true); shares go nowhere else, or the
+	// kubelet would reject the pod.
+	sharing bool
+	topo    *gpunode.Node // nil when the node has no valid inventory
+	err     error         // why topo is nil, when the annotation is bad
+	pos     map[string]int
 	// used[i] is the milli booked on GPU i: fullGPU for a whole GPU, the
 	// sum of shares otherwise.
 	used []int
@@ -57,13 +61,15 @@ func newGPUState(args *Args) *gpuState {
 // setNode records a node's inventory annotation.
 func (c *gpuState) setNode(node *v1.Node) {
 	annot := node.Annotations[contract.AnnotationTopology]
+	sharing := node.Labels[contract.LabelGPUSharing] == "true"
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ng := c.nodes[node.Name]
-	if ng != nil && ng.annot == annot && (ng.topo != nil || ng.err != nil || annot == "") {
+	if ng != nil && ng.annot == annot {
+		ng.sharing = sharing
 		return
 	}
-	ng = &nodeGPUs{name: node.Name, annot: annot}
+	ng = &nodeGPUs{name: node.Name, annot: annot, sharing: sharing}
 	if annot != "" {
 		topo, err := gpunode.Decode(annot)
 		if err != nil {

@@ -112,9 +112,10 @@ func TestGPUPackMemoryAndShares(t *testing.T) {
 	env := testenv.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	sharing := map[string]string{contract.LabelGPUSharing: "true"}
 	invs := map[string]*gpunode.Node{
 		"l4":   addShapedNode(ctx, t, env, "pcie-4xl4", "l4", nil),
-		"h100": addShapedNode(ctx, t, env, "dgx-h100", "h100", nil),
+		"h100": addShapedNode(ctx, t, env, "dgx-h100", "h100", sharing),
 	}
 	startScheduler(t, env)
 
