@@ -236,5 +236,14 @@ func TestSameGangHint(t *testing.T) {
 		if err != nil || got.String() != tt.want {
 			t.Errorf("%s: sameGang = %v, %v; want %s", tt.name, got, err, tt.want)
 		}
+		// A deleted pod of the own gang is its release, not new room.
+		want := map[string]string{"Queue": "QueueSkip", "QueueSkip": "Queue"}[tt.want]
+		if tt.added.Labels[contract.LabelGang] == "" {
+			want = "Queue"
+		}
+		got, err = otherGangDeleted(klog.Background(), member("a", "g"), tt.added, nil)
+		if err != nil || got.String() != want {
+			t.Errorf("%s: otherGangDeleted = %v, %v; want %s", tt.name, got, err, want)
+		}
 	}
 }

@@ -618,10 +618,27 @@ func (p *Plugin) onPodDelete(ctx context.Context, obj any) {
 // same gang (the one a timed-out gang was waiting for).
 func (p *Plugin) EventsToRegister(context.Context) ([]fwk.ClusterEventWithHint, error) {
 	return []fwk.ClusterEventWithHint{
-		{Event: fwk.ClusterEvent{Resource: fwk.AssignedPod, ActionType: fwk.Delete}},
+		{Event: fwk.ClusterEvent{Resource: fwk.AssignedPod, ActionType: fwk.Delete}, QueueingHintFn: otherGangDeleted},
 		{Event: fwk.ClusterEvent{Resource: fwk.Node, ActionType: fwk.Add | fwk.UpdateNodeAllocatable | fwk.UpdateNodeLabel}},
 		{Event: fwk.ClusterEvent{Resource: fwk.UnscheduledPod, ActionType: fwk.Add}, QueueingHintFn: sameGang},
 	}, nil
+}
+
+// otherGangDeleted requeues a member when capacity is freed, except by
+// its own gang letting go: a released reservation is seen as a deleted
+// assigned pod, and requeueing on it would have a timed-out gang grab the
+// same capacity again and again while it still lacks members.
+func otherGangDeleted(_ klog.Logger, pod *v1.Pod, oldObj, _ any) (fwk.QueueingHint, error) {
+	deleted, ok := unwrap(oldObj)
+	if !ok {
+		return fwk.Queue, fmt.Errorf("%s: unexpected object %T", Name, oldObj)
+	}
+	mine, _, ok1 := gangKeyOf(pod)
+	theirs, _, ok2 := gangKeyOf(deleted)
+	if ok1 && ok2 && mine == theirs {
+		return fwk.QueueSkip, nil
+	}
+	return fwk.Queue, nil
 }
 
 // sameGang requeues a pod only for a new member of its own gang.
