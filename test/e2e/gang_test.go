@@ -386,3 +386,75 @@ func TestGangDeletedMemberReleases(t *testing.T) {
 		t.Errorf("del-1 bound without its gang: %v", bound)
 	}
 }
+
+// TestGangCountsBoundMembers stands for a scheduler restarted while
+// binding a gang: two of four members are already bound (as the previous
+// scheduler left them) when this scheduler starts. They count toward the
+// gang, so the two new members bind at once instead of waiting for four
+// new ones until the timeout.
+func TestGangCountsBoundMembers(t *testing.T) {
+	env := testenv.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	addShapedNode(ctx, t, env, "dgx-h100", "n1", nil)
+	addShapedNode(ctx, t, env, "dgx-h100", "n2", nil)
+	for i, node := range []string{"n1", "n2"} {
+		p := gangMember(fmt.Sprintf("early-%d", i), "restart", 4, 4, "5s")
+		p.Spec.NodeName = node
+		createPods(ctx, t, env, p)
+	}
+	startScheduler(t, env)
+	timeouts := metric(t, "kubegpu_gang_timeouts_total")
+
+	late := []string{"late-2", "late-3"}
+	for _, n := range late {
+		createPods(ctx, t, env, gangMember(n, "restart", 4, 4, "5s"))
+	}
+	start := time.Now()
+	short, cancelShort := context.WithTimeout(ctx, 4*time.Second)
+	defer cancelShort()
+	bound := waitAllBound(short, t, env, late)
+	t.Logf("remaining members bound %s after creation: %v", time.Since(start).Round(time.Millisecond), bound)
+	if got := metric(t, "kubegpu_gang_timeouts_total"); got != timeouts {
+		t.Errorf("kubegpu_gang_timeouts_total went from %v to %v", timeouts, got)
+	}
+}
+
+// TestGangScale places a 32-pod x 8-GPU gang on 200 DGX H100 nodes in 4
+// blocks of 50 nodes (10 racks of 20): no rack holds it, one block does,
+// and it lands there. It logs the time from the last member's creation to
+// the whole gang bound.
+func TestGangScale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("200 nodes: skipped in -short")
+	}
+	env := testenv.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	block := map[string]string{}
+	for i := range 200 {
+		name := fmt.Sprintf("dgx-%03d", i)
+		block[name] = fmt.Sprintf("b%d", i/50+1)
+		addShapedNode(ctx, t, env, "dgx-h100", name, map[string]string{
+			"kubegpu.io/block": block[name],
+			"kubegpu.io/rack":  fmt.Sprintf("r%d", i/20+1),
+		})
+	}
+	startScheduler(t, env)
+	var names []string
+	for i := range 32 {
+		p := gangMember(fmt.Sprintf("big-%02d", i), "big", 32, 8, "60s")
+		createPods(ctx, t, env, p)
+		names = append(names, p.Name)
+	}
+	created := time.Now()
+	bound := waitAllBound(ctx, t, env, names)
+	t.Logf("32-pod gang on 200 nodes bound %s after its last member was created", time.Since(created).Round(time.Millisecond))
+	blocks, nodes := map[string]bool{}, map[string]bool{}
+	for _, n := range bound {
+		blocks[block[n]], nodes[n] = true, true
+	}
+	if len(blocks) != 1 || len(nodes) != 32 {
+		t.Errorf("gang spans blocks %v on %d nodes, want one block, 32 nodes", blocks, len(nodes))
+	}
+}
