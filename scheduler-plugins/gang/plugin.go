@@ -184,9 +184,12 @@ func podGPUs(pod *v1.Pod, resource v1.ResourceName) int64 {
 // holds the placement or when the cluster cannot hold the gang's remaining
 // members, and decides the gang's domain when its first member is placed.
 func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.Pod, _ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
-	for _, synced := range p.synced {
-		if !synced() {
-			return nil, fwk.NewStatus(fwk.Unschedulable, "gang state is not synced yet")
+	if _, _, member := gangKeyOf(pod); member {
+		// Only gang members wait for the Job and pod informers.
+		for _, synced := range p.synced {
+			if !synced() {
+				return nil, fwk.NewStatus(fwk.Unschedulable, "gang state is not synced yet")
+			}
 		}
 	}
 	id, ok, err := parseIdentity(pod, p.args.DefaultTimeout.Duration, p.getJob)
@@ -377,7 +380,11 @@ func (p *Plugin) Unreserve(ctx context.Context, state fwk.CycleState, pod *v1.Po
 	}
 	gone := p.podGone(pod)
 	p.mu.Lock()
-	g := p.gangLocked(s.key)
+	g := p.gangs[s.key]
+	if g == nil {
+		p.mu.Unlock()
+		return
+	}
 	m := g.members[pod.UID]
 	if m == nil || m.bound {
 		p.mu.Unlock()
@@ -443,13 +450,14 @@ func (p *Plugin) Permit(ctx context.Context, state fwk.CycleState, pod *v1.Pod, 
 		wake = p.takeBlockedLocked()
 	}
 	p.updatePendingLocked()
+	size := g.size
 	p.mu.Unlock()
 	for _, uid := range allow {
 		if wp := p.handle.GetWaitingPod(uid); wp != nil {
 			wp.Allow(Name)
 		}
 	}
-	klog.FromContext(ctx).V(2).Info("Gang admitted", "gang", s.key, "size", g.size)
+	klog.FromContext(ctx).V(2).Info("Gang admitted", "gang", s.key, "size", size)
 	p.activate(ctx, wake)
 	return nil, 0
 }
