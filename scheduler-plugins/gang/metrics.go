@@ -16,6 +16,12 @@ var (
 		Help:           "Gangs with members waiting to be placed: seen by the scheduler, not yet all admitted.",
 		StabilityLevel: metrics.ALPHA,
 	})
+	partlyBound = metrics.NewGauge(&metrics.GaugeOpts{
+		Namespace:      "kubegpu",
+		Name:           "gang_partially_bound",
+		Help:           "Gangs with some but not all members bound and the rest pending (e.g. after a scheduler restart or a lost member).",
+		StabilityLevel: metrics.ALPHA,
+	})
 	waitSeconds = metrics.NewHistogram(&metrics.HistogramOpts{
 		Namespace:      "kubegpu",
 		Name:           "gang_wait_seconds",
@@ -43,6 +49,6 @@ var registerOnce sync.Once
 // same process (tests) builds the plugin again.
 func registerMetrics() {
 	registerOnce.Do(func() {
-		legacyregistry.MustRegister(pendingGangs, waitSeconds, timeouts, rejections)
+		legacyregistry.MustRegister(pendingGangs, partlyBound, waitSeconds, timeouts, rejections)
 	})
 }

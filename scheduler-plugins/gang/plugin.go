@@ -35,6 +35,9 @@ const stateKey fwk.StateKey = Name
 const (
 	EventTimeout  = "GangTimeout"
 	EventRejected = "GangRejected"
+	// EventPartlyBound says a member of a gang with bound members cannot
+	// be placed: the gang runs short until capacity allows.
+	EventPartlyBound = "GangPartiallyBound"
 )
 
 // Plugin implements the framework extension points.
@@ -98,6 +101,16 @@ type gang struct {
 	// so every member's event says the same why.
 	rejectReason string
 	rejectEvent  string
+}
+
+func (g *gang) bound() int {
+	n := 0
+	for _, m := range g.members {
+		if m.bound {
+			n++
+		}
+	}
+	return n
 }
 
 func (g *gang) reserved() int {
@@ -229,8 +242,10 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.Po
 			if g.reserved() > 0 && !g.admitted {
 				reject = p.rejectLocked(g, "cannot fit: "+msg, EventRejected, "unfit")
 			}
+			bound := g.bound()
 			p.mu.Unlock()
 			p.rejectWaiting(ctx, reject, "cannot fit: "+msg)
+			p.reportPartlyBound(pod, id.key, bound, id.size, msg)
 			return nil, fwk.NewStatus(fwk.Unschedulable, msg)
 		}
 	}
@@ -303,7 +318,9 @@ func (p *Plugin) PostFilter(ctx context.Context, state fwk.CycleState, pod *v1.P
 	if g.reserved() > 0 && !g.admitted {
 		reject = p.rejectLocked(g, msg, EventRejected, "unfit")
 	}
+	bound, size := g.bound(), g.size
 	p.mu.Unlock()
+	p.reportPartlyBound(pod, s.key, bound, size, msg)
 	if len(reject) > 0 {
 		p.rejectWaiting(ctx, reject, msg)
 		p.handle.EventRecorder().Eventf(pod, nil, v1.EventTypeWarning, EventRejected, "Scheduling", "gang %s: %s", s.key, msg)
@@ -528,13 +545,26 @@ func (p *Plugin) activate(ctx context.Context, pods map[string]*v1.Pod) {
 }
 
 func (p *Plugin) updatePendingLocked() {
-	n := 0
+	pending, partly := 0, 0
 	for _, g := range p.gangs {
 		if len(g.pending) > 0 && !g.admitted {
-			n++
+			pending++
+		}
+		if b := g.bound(); len(g.pending) > 0 && b > 0 && b < g.size {
+			partly++
 		}
 	}
-	pendingGangs.Set(float64(n))
+	pendingGangs.Set(float64(pending))
+	partlyBound.Set(float64(partly))
+}
+
+// reportPartlyBound gives a member that cannot be placed an event when
+// part of its gang is already bound, so a short gang never goes unseen.
+func (p *Plugin) reportPartlyBound(pod *v1.Pod, key gangKey, bound, size int, why string) {
+	if bound > 0 && bound < size {
+		p.handle.EventRecorder().Eventf(pod, nil, v1.EventTypeWarning, EventPartlyBound, "Scheduling",
+			"gang %s has %d of %d members bound; this member cannot be placed yet: %s", key, bound, size, why)
+	}
 }
 
 // podGone tells whether the pod was deleted, as the informer sees it.

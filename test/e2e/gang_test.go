@@ -458,3 +458,28 @@ func TestGangScale(t *testing.T) {
 		t.Errorf("gang spans blocks %v on %d nodes, want one block, 32 nodes", blocks, len(nodes))
 	}
 }
+
+// TestGangPartlyBoundIsReported: one of a gang's two members is bound (as
+// a restarted scheduler finds it) and the other has no room: it stays
+// Pending with a GangPartiallyBound event, and the partly-bound gauge
+// counts the gang.
+func TestGangPartlyBoundIsReported(t *testing.T) {
+	env := testenv.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	addShapedNode(ctx, t, env, "dgx-h100", "n1", nil)
+	early := gangMember("short-0", "short", 2, 8, "5s")
+	early.Spec.NodeName = "n1"
+	createPods(ctx, t, env, early)
+	startScheduler(t, env)
+
+	createPods(ctx, t, env, gangMember("short-1", "short", 2, 8, "5s"))
+	note := waitEvent(ctx, t, env, "short-1", "GangPartiallyBound", "has 1 of 2 members bound")
+	t.Logf("short-1: %s", note)
+	if got := metric(t, "kubegpu_gang_partially_bound"); got != 1 {
+		t.Errorf("kubegpu_gang_partially_bound = %v, want 1", got)
+	}
+	if bound := placement(ctx, t, env, []string{"short-1"}); len(bound) > 0 {
+		t.Errorf("short-1 bound without room: %v", bound)
+	}
+}
