@@ -7,6 +7,7 @@ import (
 	"k8s.io/kubernetes/cmd/kube-scheduler/app"
 	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
 
+	"github.com/kubegpu/kubegpu/scheduler-plugins/gang"
 	"github.com/kubegpu/kubegpu/scheduler-plugins/gpupack"
 )
 
@@ -14,6 +15,7 @@ import (
 func Plugins() frameworkruntime.Registry {
 	return frameworkruntime.Registry{
 		gpupack.Name: gpupack.New,
+		gang.Name:    gang.New,
 	}
 }
 
@@ -30,13 +32,20 @@ func Options() []app.Option {
 // (deploy/ holds the same): the default plugins plus GPUPack at every
 // extension point it implements. NodeResourcesFit ignores the GPU-share
 // resource, which GPUPack accounts per GPU, and packs GPUs
-// (MostAllocated) instead of spreading them.
+// (MostAllocated) instead of spreading them. Gang runs at every point it
+// implements too; its PostFilter is also listed alone so that it runs
+// before DefaultPreemption, which can end the PostFilter chain.
 const Profile = `- schedulerName: kubegpu-scheduler
   plugins:
     multiPoint:
       enabled:
       - name: GPUPack
         weight: 10
+      - name: Gang
+        weight: 5
+    postFilter:
+      enabled:
+      - name: Gang
   pluginConfig:
   - name: NodeResourcesFit
     args:
