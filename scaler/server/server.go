@@ -79,6 +79,8 @@ type entry struct {
 	cancel          context.CancelFunc
 	ready           chan struct{}
 	lastUsed        atomic.Int64
+	// win is touched only by the entry's poller goroutine.
+	win policy.Window
 
 	mu   sync.RWMutex
 	snap source.Snapshot
@@ -204,7 +206,7 @@ func (s *Server) refresh(ctx context.Context, e *entry, src source.Source) {
 	}
 	var dec policy.Decision
 	if err == nil {
-		dec = policy.Decide(e.md, snap)
+		dec = e.win.Decide(e.md, snap)
 	}
 	e.mu.Lock()
 	e.err = err
@@ -220,7 +222,7 @@ func (s *Server) refresh(ctx context.Context, e *entry, src source.Source) {
 		return
 	}
 	klog.V(4).InfoS("Decision", "scaledObject", klog.KRef(e.namespace, e.name), "desired", dec.Desired,
-		"fromQueue", dec.FromQueue, "fromLatency", dec.FromLatency, "active", dec.Active,
+		"raw", dec.Raw, "queueGrowth", dec.QueueGrowth, "fromQueue", dec.FromQueue, "fromLatency", dec.FromLatency, "active", dec.Active,
 		"queue", snap.QueueTotal, "running", snap.RunningTotal, "replicas", snap.ReadyReplicas)
 	if s.opts.Metrics != nil {
 		s.opts.Metrics.desired.WithLabelValues(e.namespace, e.name).Set(float64(dec.Desired))
