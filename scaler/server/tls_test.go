@@ -25,10 +25,10 @@ import (
 // pki writes a CA, a server pair and returns the files plus the CA and a
 // client pair it signed.
 type pki struct {
-	ca            *testpki.CA
-	files         TLSFiles
-	client        testpki.Pair
-	strangerCA    *testpki.CA
+	ca             *testpki.CA
+	files          TLSFiles
+	client         testpki.Pair
+	strangerCA     *testpki.CA
 	strangerClient testpki.Pair
 }
 
