@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -180,15 +181,23 @@ func (s *Server) lookup(ref *pb.ScaledObjectRef) (*entry, error) {
 }
 
 func (s *Server) poll(ctx context.Context, e *entry, src source.Source) {
+	s.refresh(ctx, e, src)
+	close(e.ready)
+	// KEDA asks about all its ScaledObjects at once after a restart, so
+	// pollers start together; a random phase spreads their fetches over
+	// the interval instead of bursting every PollInterval. The first fetch
+	// above is not delayed: a request is waiting for it.
+	phase := time.NewTimer(rand.N(s.opts.PollInterval))
+	select {
+	case <-ctx.Done():
+		phase.Stop()
+		return
+	case <-phase.C:
+	}
 	t := time.NewTicker(s.opts.PollInterval)
 	defer t.Stop()
-	first := true
 	for {
 		s.refresh(ctx, e, src)
-		if first {
-			close(e.ready)
-			first = false
-		}
 		select {
 		case <-ctx.Done():
 			return
