@@ -22,6 +22,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/kubegpu/kubegpu/scaler/metadata"
+	"github.com/kubegpu/kubegpu/scaler/source"
 )
 
 const benchVLLM = `# TYPE vllm:num_requests_running gauge
@@ -133,6 +136,48 @@ func bench500(b *testing.B) (pb.ExternalScalerClient, []*pb.GetMetricsRequest) {
 // and the process's resident memory with 500 ScaledObjects live.
 func BenchmarkGetMetrics500(b *testing.B) {
 	client, reqs := bench500(b)
+	measureGetMetrics(b, client, reqs)
+}
+
+// BenchmarkGetMetrics500Idle is the same server with sources that cost
+// nothing to poll: the request path alone, without the pollers' scrapes and
+// parses competing for the CPU.
+func BenchmarkGetMetrics500Idle(b *testing.B) {
+	src := &fakeSource{}
+	src.set(source.Snapshot{QueueTotal: 7, ReadyReplicas: 2}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	s, err := New(ctx, Options{NewSource: func(string, *metadata.Metadata) (source.Source, error) { return src, nil }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := grpc.NewServer()
+	s.Register(g)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go g.Serve(l)
+	b.Cleanup(g.Stop)
+	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	client := pb.NewExternalScalerClient(conn)
+	var reqs []*pb.GetMetricsRequest
+	for i := 0; i < 500; i++ {
+		r := &pb.GetMetricsRequest{MetricName: MetricName, ScaledObjectRef: ref()}
+		r.ScaledObjectRef.Name = fmt.Sprintf("model-%03d", i)
+		if _, err := client.GetMetrics(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+		reqs = append(reqs, r)
+	}
+	measureGetMetrics(b, client, reqs)
+}
+
+func measureGetMetrics(b *testing.B, client pb.ExternalScalerClient, reqs []*pb.GetMetricsRequest) {
 	ctx := context.Background()
 	durs := make([]time.Duration, 0, b.N)
 	b.ReportAllocs()
