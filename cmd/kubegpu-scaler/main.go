@@ -4,8 +4,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	corev1 "k8s.io/api/core/v1"
@@ -58,9 +55,9 @@ func main() {
 }
 
 func run(ctx context.Context, grpcAddr, metricsAddr, certFile, keyFile, caFile, kubeconfig string, poll, window time.Duration) error {
-	creds, err := serverCreds(certFile, keyFile, caFile)
+	creds, err := server.ServerCredentials(server.TLSFiles{Cert: certFile, Key: keyFile, ClientCA: caFile})
 	if err != nil {
-		return err
+		return fmt.Errorf("gRPC TLS: %w", err)
 	}
 
 	srcOpts := server.SourceOptions{Timeout: source.DefaultTimeout, Window: window}
@@ -142,38 +139,6 @@ func run(ctx context.Context, grpcAddr, metricsAddr, certFile, keyFile, caFile, 
 		g.Stop() // StreamIsActive streams would otherwise hold shutdown open
 	}
 	return hsrv.Shutdown(sctx)
-}
-
-// serverCreds returns nil for plaintext, TLS with cert+key, and mTLS
-// (RequireAndVerifyClientCert) when a client CA is given.
-func serverCreds(certFile, keyFile, caFile string) (credentials.TransportCredentials, error) {
-	if certFile == "" && keyFile == "" {
-		if caFile != "" {
-			return nil, errors.New("--tls-client-ca needs --tls-cert and --tls-key")
-		}
-		return nil, nil
-	}
-	if certFile == "" || keyFile == "" {
-		return nil, errors.New("--tls-cert and --tls-key must be set together")
-	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("load TLS key pair: %w", err)
-	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("read client CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("no certificates in %s", caFile)
-		}
-		cfg.ClientCAs = pool
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
-	}
-	return credentials.NewTLS(cfg), nil
 }
 
 func kubeConfig(path string) (*rest.Config, error) {

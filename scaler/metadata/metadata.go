@@ -34,6 +34,8 @@ const (
 	KeyLatencyPercentile    = "latencyPercentile"
 	KeyLatencySignal        = "latencySignal"
 	KeyActivationQueueDepth = "activationQueueDepth"
+	KeyBurstWindow          = "burstWindow"
+	KeyScaleDownStabilize   = "scaleDownStabilization"
 )
 
 // kedaKeys are added by KEDA itself to the metadata it forwards (they
@@ -46,6 +48,17 @@ const (
 	DefaultMetricsPath       = "/metrics"
 	DefaultLatencyPercentile = 0.95
 	DefaultLatencySignal     = presets.SignalTTFT
+	// DefaultBurstWindow is how far back queue growth is measured; a
+	// growing queue is sized one such step ahead.
+	DefaultBurstWindow = 30 * time.Second
+	// DefaultScaleDownStabilization holds the highest desired count this
+	// long before letting it fall: model servers take minutes to start, so
+	// giving a replica back on a short lull costs more than keeping it.
+	DefaultScaleDownStabilization = 3 * time.Minute
+	// MaxBurstWindow and MaxScaleDownStabilization bound the keys; longer
+	// windows would make the scaler blind to real changes.
+	MaxBurstWindow            = 5 * time.Minute
+	MaxScaleDownStabilization = time.Hour
 )
 
 // Source says where metrics come from.
@@ -88,6 +101,12 @@ type Metadata struct {
 	LatencyHistogram presets.Histogram
 
 	ActivationQueueDepth float64
+
+	// BurstWindow is how far back queue growth is measured (0: off).
+	BurstWindow time.Duration
+	// ScaleDownStabilization is how long the desired count stays at the
+	// highest value seen before it may fall (0: off).
+	ScaleDownStabilization time.Duration
 }
 
 // KeyError is a bad or unknown metadata key. The gRPC layer maps it to
@@ -116,6 +135,7 @@ var allowed = map[string]bool{
 	KeyMetricsPort: true, KeyMetricsPath: true, KeyPreset: true, KeyQueueMetric: true,
 	KeyLatencyMetric: true, KeyTargetQueueDepth: true, KeyTargetLatency: true,
 	KeyLatencyPercentile: true, KeyLatencySignal: true, KeyActivationQueueDepth: true,
+	KeyBurstWindow: true, KeyScaleDownStabilize: true,
 }
 
 // Parse validates trigger metadata. Errors are *KeyError naming the first
@@ -149,6 +169,9 @@ func Parse(md map[string]string) (*Metadata, error) {
 		MetricsPath:       DefaultMetricsPath,
 		LatencyPercentile: DefaultLatencyPercentile,
 		LatencySignal:     DefaultLatencySignal,
+
+		BurstWindow:            DefaultBurstWindow,
+		ScaleDownStabilization: DefaultScaleDownStabilization,
 	}
 
 	src, ok := get(KeySource)
@@ -297,6 +320,20 @@ func Parse(md map[string]string) (*Metadata, error) {
 		}
 		m.ActivationQueueDepth = f
 	}
+	if v, ok := get(KeyBurstWindow); ok {
+		d, err := window(v, MaxBurstWindow)
+		if err != nil {
+			return nil, keyErr(KeyBurstWindow, "%v", err)
+		}
+		m.BurstWindow = d
+	}
+	if v, ok := get(KeyScaleDownStabilize); ok {
+		d, err := window(v, MaxScaleDownStabilization)
+		if err != nil {
+			return nil, keyErr(KeyScaleDownStabilize, "%v", err)
+		}
+		m.ScaleDownStabilization = d
+	}
 	if m.TargetQueueDepth == 0 && m.TargetLatency == 0 {
 		return nil, keyErr(KeyTargetQueueDepth, "at least one of targetQueueDepth or targetLatency is required")
 	}
@@ -309,6 +346,16 @@ func positive(v string) (float64, error) {
 		return 0, fmt.Errorf("want a number > 0, got %q", v)
 	}
 	return f, nil
+}
+
+// window parses a duration in [0, limit]; "0" (no unit) switches the
+// feature off.
+func window(v string, limit time.Duration) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || d > limit {
+		return 0, fmt.Errorf("want a duration from 0 to %s (0 switches it off), got %q", limit, v)
+	}
+	return d, nil
 }
 
 // validMetricName follows Prometheus' classic rule [a-zA-Z_:][a-zA-Z0-9_:]*;

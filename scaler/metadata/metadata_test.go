@@ -36,7 +36,8 @@ func TestParseDefaults(t *testing.T) {
 	}
 	if m.Source != SourcePods || m.MetricsPort != 8000 || m.MetricsPath != "/metrics" ||
 		m.LatencyPercentile != 0.95 || m.LatencySignal != presets.SignalTTFT || m.ActivationQueueDepth != 0 ||
-		m.TargetQueueDepth != 4 || m.TargetLatency != 0 || m.Preset.Name != "vllm" {
+		m.TargetQueueDepth != 4 || m.TargetLatency != 0 || m.Preset.Name != "vllm" ||
+		m.BurstWindow != 30*time.Second || m.ScaleDownStabilization != 3*time.Minute {
 		t.Errorf("defaults wrong: %+v", m)
 	}
 	if !m.PodSelector.Matches(mapLabels{"app": "llm"}) {
@@ -101,6 +102,16 @@ func TestParseValid(t *testing.T) {
 		}},
 		{"fractional target", with(podsBase, "targetQueueDepth", "0.5"), nil},
 		{"keda keys accepted", with(promBase, "scalerAddress", "kubegpu-scaler:9090", "enableTLS", "true", "unsafeSsl", "false"), nil},
+		{"windows", with(podsBase, "burstWindow", "15s", "scaleDownStabilization", "5m"), func(t *testing.T, m *Metadata) {
+			if m.BurstWindow != 15*time.Second || m.ScaleDownStabilization != 5*time.Minute {
+				t.Errorf("got %v %v", m.BurstWindow, m.ScaleDownStabilization)
+			}
+		}},
+		{"windows off", with(podsBase, "burstWindow", "0", "scaleDownStabilization", "0s"), func(t *testing.T, m *Metadata) {
+			if m.BurstWindow != 0 || m.ScaleDownStabilization != 0 {
+				t.Errorf("got %v %v", m.BurstWindow, m.ScaleDownStabilization)
+			}
+		}},
 		{"whitespace trimmed", with(podsBase, "targetQueueDepth", " 8 "), func(t *testing.T, m *Metadata) {
 			if m.TargetQueueDepth != 8 {
 				t.Errorf("got %v", m.TargetQueueDepth)
@@ -170,6 +181,12 @@ func TestParseErrors(t *testing.T) {
 		{"sglang queue has no histogram", with(podsBase, "preset", "sglang", "targetLatency", "1s", "latencySignal", "queue"), "latencySignal"},
 		{"activation negative", with(podsBase, "activationQueueDepth", "-1"), "activationQueueDepth"},
 		{"activation text", with(podsBase, "activationQueueDepth", "x"), "activationQueueDepth"},
+		{"burst no unit", with(podsBase, "burstWindow", "30"), "burstWindow"},
+		{"burst negative", with(podsBase, "burstWindow", "-5s"), "burstWindow"},
+		{"burst too long", with(podsBase, "burstWindow", "6m"), "burstWindow"},
+		{"stabilization text", with(podsBase, "scaleDownStabilization", "long"), "scaleDownStabilization"},
+		{"stabilization negative", with(podsBase, "scaleDownStabilization", "-1m"), "scaleDownStabilization"},
+		{"stabilization too long", with(podsBase, "scaleDownStabilization", "2h"), "scaleDownStabilization"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -11,8 +11,9 @@
 // Desired (clamped by minReplicaCount/maxReplicaCount). Two HPA behaviours
 // still apply on top: its tolerance (no change while |desired/current - 1|
 // <= 0.1, so 10 -> 11 replicas waits until the gap grows) and its
-// behavior/stabilization windows (default scale-down window 300s), which is
-// where scale-down smoothing is configured.
+// behavior (default: scale-down stabilization 300s, on top of ours; scale-up
+// at most +100% or +4 pods per 15s). Window adds this scaler's own burst
+// handling and stabilised scale-down before the value is reported.
 package policy
 
 import (
@@ -36,6 +37,11 @@ type Decision struct {
 	FromQueue   int32
 	FromLatency int32
 	Active      bool
+	// Raw is the count before scale-down stabilisation (Window only).
+	Raw int32
+	// QueueGrowth is the queue increase over the burst window that was
+	// added when sizing (Window only).
+	QueueGrowth float64
 	// MetricValue is what GetMetrics reports (with target MetricTarget).
 	MetricValue float64
 }

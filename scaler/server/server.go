@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -79,6 +80,8 @@ type entry struct {
 	cancel          context.CancelFunc
 	ready           chan struct{}
 	lastUsed        atomic.Int64
+	// win is touched only by the entry's poller goroutine.
+	win policy.Window
 
 	mu   sync.RWMutex
 	snap source.Snapshot
@@ -178,15 +181,23 @@ func (s *Server) lookup(ref *pb.ScaledObjectRef) (*entry, error) {
 }
 
 func (s *Server) poll(ctx context.Context, e *entry, src source.Source) {
+	s.refresh(ctx, e, src)
+	close(e.ready)
+	// KEDA asks about all its ScaledObjects at once after a restart, so
+	// pollers start together; a random phase spreads their fetches over
+	// the interval instead of bursting every PollInterval. The first fetch
+	// above is not delayed: a request is waiting for it.
+	phase := time.NewTimer(rand.N(s.opts.PollInterval))
+	select {
+	case <-ctx.Done():
+		phase.Stop()
+		return
+	case <-phase.C:
+	}
 	t := time.NewTicker(s.opts.PollInterval)
 	defer t.Stop()
-	first := true
 	for {
 		s.refresh(ctx, e, src)
-		if first {
-			close(e.ready)
-			first = false
-		}
 		select {
 		case <-ctx.Done():
 			return
@@ -204,7 +215,7 @@ func (s *Server) refresh(ctx context.Context, e *entry, src source.Source) {
 	}
 	var dec policy.Decision
 	if err == nil {
-		dec = policy.Decide(e.md, snap)
+		dec = e.win.Decide(e.md, snap)
 	}
 	e.mu.Lock()
 	e.err = err
@@ -220,7 +231,7 @@ func (s *Server) refresh(ctx context.Context, e *entry, src source.Source) {
 		return
 	}
 	klog.V(4).InfoS("Decision", "scaledObject", klog.KRef(e.namespace, e.name), "desired", dec.Desired,
-		"fromQueue", dec.FromQueue, "fromLatency", dec.FromLatency, "active", dec.Active,
+		"raw", dec.Raw, "queueGrowth", dec.QueueGrowth, "fromQueue", dec.FromQueue, "fromLatency", dec.FromLatency, "active", dec.Active,
 		"queue", snap.QueueTotal, "running", snap.RunningTotal, "replicas", snap.ReadyReplicas)
 	if s.opts.Metrics != nil {
 		s.opts.Metrics.desired.WithLabelValues(e.namespace, e.name).Set(float64(dec.Desired))

@@ -124,10 +124,31 @@ func TestGetMetricsAndIsActive(t *testing.T) {
 	if err != nil || !act.Result {
 		t.Errorf("IsActive = %v, %v", act, err)
 	}
-	// Real zero demand: inactive, value 0.
+	// Real zero demand: inactive at once; the value is held by the
+	// scale-down stabilization window.
 	h.src.set(source.Snapshot{ReadyReplicas: 1}, nil)
 	time.Sleep(60 * time.Millisecond)
 	act, err = h.client.IsActive(ctx(t), ref())
+	if err != nil || act.Result {
+		t.Errorf("IsActive at zero demand = %v, %v", act, err)
+	}
+	resp, err = h.client.GetMetrics(ctx(t), &pb.GetMetricsRequest{ScaledObjectRef: ref(), MetricName: MetricName})
+	if err != nil || resp.MetricValues[0].MetricValueFloat != 3 {
+		t.Errorf("held value = %v, %v, want 3 within the stabilization window", resp, err)
+	}
+	// Without stabilization the value drops to 0 with demand.
+	noStab := ref("scaleDownStabilization", "0")
+	h.src.set(source.Snapshot{QueueTotal: 9, ReadyReplicas: 2}, nil)
+	if _, err := h.client.GetMetrics(ctx(t), &pb.GetMetricsRequest{ScaledObjectRef: noStab, MetricName: MetricName}); err != nil {
+		t.Fatal(err)
+	}
+	h.src.set(source.Snapshot{ReadyReplicas: 1}, nil)
+	time.Sleep(60 * time.Millisecond)
+	resp, err = h.client.GetMetrics(ctx(t), &pb.GetMetricsRequest{ScaledObjectRef: noStab, MetricName: MetricName})
+	if err != nil || resp.MetricValues[0].MetricValueFloat != 0 {
+		t.Errorf("value = %v, %v, want 0 at zero demand without stabilization", resp, err)
+	}
+	act, err = h.client.IsActive(ctx(t), noStab)
 	if err != nil || act.Result {
 		t.Errorf("IsActive at zero demand = %v, %v", act, err)
 	}

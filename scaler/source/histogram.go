@@ -1,6 +1,7 @@
 package source
 
 import (
+	"fmt"
 	"math"
 	"sort"
 )
@@ -14,6 +15,21 @@ type Bucket struct {
 // Buckets is a cumulative histogram sorted by UpperBound, the last bucket
 // being +Inf.
 type Buckets []Bucket
+
+// validate checks what a percentile relies on: bounds strictly increasing
+// and not NaN, counts finite, non-negative and cumulative (never falling).
+// A histogram failing it would give a meaningless latency.
+func (b Buckets) validate() error {
+	for i, x := range b {
+		if math.IsNaN(x.UpperBound) || math.IsNaN(x.Count) || math.IsInf(x.Count, 0) || x.Count < 0 {
+			return fmt.Errorf("bucket le=%v has count %v", x.UpperBound, x.Count)
+		}
+		if i > 0 && (x.UpperBound <= b[i-1].UpperBound || x.Count < b[i-1].Count) {
+			return fmt.Errorf("bucket le=%v (count %v) does not follow le=%v (count %v)", x.UpperBound, x.Count, b[i-1].UpperBound, b[i-1].Count)
+		}
+	}
+	return nil
+}
 
 // Sub returns b - base bucket by bucket (the increase over a window). ok is
 // false when the layouts differ or a count went down (a counter reset), in

@@ -221,39 +221,50 @@ func (p *Pods) scrape(ctx context.Context, pod *corev1.Pod) podResult {
 		r.err = fmt.Errorf("pod %s: %w", pod.Name, err)
 		return r
 	}
-	fams, err := ParseText(body)
+	r.queue, r.running, r.latency, err = ParseReplica(body, p.cfg.Meta)
 	if err != nil {
-		r.err = fmt.Errorf("pod %s: parse %s: %w", pod.Name, url, err)
-		return r
-	}
-	m := p.cfg.Meta
-	if r.queue, err = gaugeSum(fams, m.Preset.Queue); err != nil {
-		r.err = fmt.Errorf("pod %s: %w", pod.Name, err)
-		return r
-	}
-	if m.Preset.Running != "" {
-		if r.running, err = gaugeSum(fams, m.Preset.Running); err != nil {
-			r.err = fmt.Errorf("pod %s: %w", pod.Name, err)
-			return r
-		}
-	}
-	if m.TargetLatency > 0 {
-		if r.latency, err = histogramSum(fams, m.LatencyHistogram.Name); err != nil {
-			r.err = fmt.Errorf("pod %s: %w", pod.Name, err)
-			return r
-		}
+		r.err = fmt.Errorf("pod %s: %s: %w", pod.Name, url, err)
 	}
 	return r
 }
 
-// ParseText parses Prometheus text exposition format.
-func ParseText(body []byte) (map[string]*dto.MetricFamily, error) {
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+// ParseReplica reads one replica's /metrics body: the preset's queue and
+// running gauges and, with a latency target, its cumulative latency
+// histogram. Anything missing or malformed is an error.
+func ParseReplica(body []byte, m *metadata.Metadata) (queue, running float64, latency Buckets, err error) {
+	fams, err := ParseText(body)
 	if err != nil {
-		return nil, err
+		return 0, 0, nil, fmt.Errorf("parse: %w", err)
 	}
-	return fams, nil
+	if queue, err = gaugeSum(fams, m.Preset.Queue); err != nil {
+		return 0, 0, nil, err
+	}
+	if m.Preset.Running != "" {
+		if running, err = gaugeSum(fams, m.Preset.Running); err != nil {
+			return 0, 0, nil, err
+		}
+	}
+	if m.TargetLatency > 0 {
+		if latency, err = histogramSum(fams, m.LatencyHistogram.Name); err != nil {
+			return 0, 0, nil, err
+		}
+	}
+	return queue, running, latency, nil
+}
+
+// ParseText parses Prometheus text exposition format. expfmt's text parser
+// panics on some malformed input (prometheus/common v0.71.0: "# TYPE x
+// gauge" followed by a line starting with "{", found by FuzzParseReplica);
+// a body from a pod must never take the scaler down, so a panic is
+// returned as an error.
+func ParseText(body []byte) (fams map[string]*dto.MetricFamily, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			fams, err = nil, fmt.Errorf("text format parser panicked: %v", r)
+		}
+	}()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	return parser.TextToMetricFamilies(bytes.NewReader(body))
 }
 
 // gaugeSum sums every series of a gauge (or counter/untyped) family, e.g.
@@ -281,6 +292,9 @@ func gaugeSum(fams map[string]*dto.MetricFamily, name string) (float64, error) {
 			return 0, fmt.Errorf("metric %s has invalid value %v", name, v)
 		}
 		sum += v
+	}
+	if math.IsInf(sum, 0) {
+		return 0, fmt.Errorf("metric %s sums to %v", name, sum)
 	}
 	return sum, nil
 }
@@ -313,6 +327,9 @@ func histogramSum(fams map[string]*dto.MetricFamily, name string) (Buckets, erro
 		// The text format's +Inf bucket may be folded into SampleCount.
 		if len(b) == 0 || !math.IsInf(b[len(b)-1].UpperBound, 1) {
 			b = append(b, Bucket{UpperBound: math.Inf(1), Count: total})
+		}
+		if err := b.validate(); err != nil {
+			return nil, fmt.Errorf("histogram %s: %w", name, err)
 		}
 		out = out.Add(b)
 	}

@@ -119,7 +119,7 @@ func textHandler(p *fakePod) http.Handler {
 	})
 }
 
-func lister(t *testing.T, pods ...*corev1.Pod) corelisters.PodLister {
+func lister(t testing.TB, pods ...*corev1.Pod) corelisters.PodLister {
 	t.Helper()
 	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	for _, p := range pods {
@@ -142,7 +142,7 @@ func pod(name, ip string, ready bool, lbl map[string]string) *corev1.Pod {
 	}
 }
 
-func parse(t *testing.T, kv ...string) *metadata.Metadata {
+func parse(t testing.TB, kv ...string) *metadata.Metadata {
 	t.Helper()
 	md := map[string]string{"source": "pods", "podSelector": "app=llm", "preset": "vllm", "targetQueueDepth": "4"}
 	for i := 0; i+1 < len(kv); i += 2 {

@@ -169,28 +169,38 @@ func (p *Prometheus) query(ctx context.Context, q string) ([]series, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prometheus query %q: %w", q, err)
 	}
+	out, err := decodeVector(body)
+	if err != nil {
+		return nil, fmt.Errorf("prometheus query %q: %w", q, err)
+	}
+	return out, nil
+}
+
+// decodeVector reads an instant-query response whose result must be a
+// vector of samples.
+func decodeVector(body []byte) ([]series, error) {
 	var r promResponse
 	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, fmt.Errorf("prometheus query %q: decode: %w", q, err)
+		return nil, fmt.Errorf("decode: %w", err)
 	}
 	if r.Status != "success" {
-		return nil, fmt.Errorf("prometheus query %q: status %q: %s: %s", q, r.Status, r.ErrorType, r.Error)
+		return nil, fmt.Errorf("status %q: %s: %s", r.Status, r.ErrorType, r.Error)
 	}
 	if r.Data.ResultType != "vector" {
-		return nil, fmt.Errorf("prometheus query %q: result type %q, want vector", q, r.Data.ResultType)
+		return nil, fmt.Errorf("result type %q, want vector", r.Data.ResultType)
 	}
 	out := make([]series, 0, len(r.Data.Result))
 	for _, res := range r.Data.Result {
 		if len(res.Value) != 2 {
-			return nil, fmt.Errorf("prometheus query %q: malformed sample", q)
+			return nil, errors.New("malformed sample")
 		}
 		var s string
 		if err := json.Unmarshal(res.Value[1], &s); err != nil {
-			return nil, fmt.Errorf("prometheus query %q: sample value: %w", q, err)
+			return nil, fmt.Errorf("sample value: %w", err)
 		}
 		v, err := strconv.ParseFloat(s, 64)
 		if err != nil {
-			return nil, fmt.Errorf("prometheus query %q: sample value %q: %w", q, s, err)
+			return nil, fmt.Errorf("sample value %q: %w", s, err)
 		}
 		out = append(out, series{pod: res.Metric["pod"], value: v})
 	}

@@ -1,0 +1,100 @@
+package policy
+
+import (
+	"time"
+
+	"github.com/kubegpu/kubegpu/scaler/metadata"
+	"github.com/kubegpu/kubegpu/scaler/source"
+)
+
+// Window adds time to Decide: a burst window that sizes a growing queue
+// ahead, and a stabilised scale-down. It keeps the recent history of one
+// ScaledObject and is used by one goroutine (the server's poller). Its clock
+// is the snapshots' At, so tests drive it with made-up times.
+//
+// Scale-up is never delayed: the latest snapshot always counts, so a demand
+// jump is reported on the first poll that sees it. Scale-down is: Desired is
+// the highest raw count of the last ScaleDownStabilization, so the count
+// falls only after demand stayed low that long.
+type Window struct {
+	queue []point // queue totals within BurstWindow (plus one baseline)
+	want  []point // raw desired counts within ScaleDownStabilization
+}
+
+type point struct {
+	at time.Time
+	v  float64
+}
+
+// Decide is Decide with the burst and stabilisation windows of m applied.
+// Decision.Raw is the count before stabilisation.
+func (w *Window) Decide(m *metadata.Metadata, s source.Snapshot) Decision {
+	if n := len(w.want); n > 0 && w.want[n-1].at.After(s.At) {
+		// The clock went backwards: the history no longer describes
+		// "the last N minutes".
+		w.queue, w.want = nil, nil
+	}
+	growth := w.queueGrowth(m.BurstWindow, s.At, s.QueueTotal)
+	sized := s
+	if growth > 0 {
+		// The queue grew over the burst window: assume it keeps growing
+		// as fast for one more window, since new replicas take that long
+		// (and more) to load a model.
+		sized.QueueTotal += growth
+	}
+	d := Decide(m, sized)
+	d.QueueGrowth = growth
+	d.Raw = d.Desired
+	d.Desired = w.stabilize(m.ScaleDownStabilization, s.At, d.Raw)
+	d.MetricValue = float64(d.Desired) * MetricTarget
+	return d
+}
+
+// queueGrowth records q and returns its increase since the newest sample
+// at or before now-window (or the oldest one kept, early on), so growth is
+// seen from the second poll on. Never negative.
+func (w *Window) queueGrowth(window time.Duration, now time.Time, q float64) float64 {
+	if window <= 0 {
+		w.queue = nil
+		return 0
+	}
+	w.queue = trim(w.queue, now.Add(-window), true)
+	var growth float64
+	if len(w.queue) > 0 {
+		growth = max(0, q-w.queue[0].v)
+	}
+	w.queue = append(w.queue, point{at: now, v: q})
+	return growth
+}
+
+// stabilize records raw and returns the max over the window.
+func (w *Window) stabilize(window time.Duration, now time.Time, raw int32) int32 {
+	if window <= 0 {
+		w.want = nil
+		return raw
+	}
+	// Samples exactly window old no longer hold the count.
+	w.want = trim(w.want, now.Add(-window), false)
+	w.want = append(w.want, point{at: now, v: float64(raw)})
+	out := raw
+	for _, p := range w.want {
+		out = max(out, int32(p.v))
+	}
+	return out
+}
+
+// trim drops samples older than cutoff. With keepBaseline it keeps the
+// newest sample at or before cutoff, as the start of the window.
+func trim(ps []point, cutoff time.Time, keepBaseline bool) []point {
+	first := len(ps)
+	for i, p := range ps {
+		if p.at.After(cutoff) {
+			first = i
+			break
+		}
+	}
+	if keepBaseline && first > 0 {
+		first--
+	}
+	return append(ps[:0], ps[first:]...)
+}

@@ -1,0 +1,152 @@
+package policy
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/kubegpu/kubegpu/scaler/source"
+)
+
+// step is one poll: at seconds after t0, the source saw queue and running
+// on ready replicas; want is the reported count.
+type step struct {
+	at             float64
+	queue, running float64
+	ready          int
+	latency        time.Duration
+	want, raw      int32
+}
+
+func TestWindow(t *testing.T) {
+	// targetQueueDepth 4, burst window 30s, scale-down stabilization 3m
+	// unless a case overrides them.
+	tests := []struct {
+		name  string
+		kv    []string
+		steps []step
+	}{
+		{
+			name: "scale-up is immediate",
+			kv:   []string{"burstWindow", "0"},
+			steps: []step{
+				{at: 0, queue: 4, ready: 1, want: 1, raw: 1},
+				{at: 5, queue: 40, ready: 1, want: 10, raw: 10},
+			},
+		},
+		{
+			name: "burst: growing queue is sized one window ahead",
+			steps: []step{
+				{at: 0, queue: 4, ready: 1, want: 1, raw: 1},
+				// +12 in 5s: size for 16+12=28 -> 7 on the first poll
+				// that sees the growth.
+				{at: 5, queue: 16, ready: 1, want: 7, raw: 7},
+				// Growth is measured from the baseline at or before
+				// now-30s (t=0): 24-4=20, size for 44 -> 11.
+				{at: 30, queue: 24, ready: 3, want: 11, raw: 11},
+				// Queue flat for a window: no growth, raw 6; held at 11.
+				{at: 65, queue: 24, ready: 6, want: 11, raw: 6},
+			},
+		},
+		{
+			name: "burst: a shrinking queue adds nothing",
+			kv:   []string{"scaleDownStabilization", "0"},
+			steps: []step{
+				{at: 0, queue: 40, ready: 10, want: 10, raw: 10},
+				{at: 5, queue: 20, ready: 10, want: 5, raw: 5},
+			},
+		},
+		{
+			name: "stabilised scale-down: max of the window",
+			kv:   []string{"burstWindow", "0", "scaleDownStabilization", "2m"},
+			steps: []step{
+				{at: 0, queue: 32, ready: 8, want: 8, raw: 8},
+				{at: 30, queue: 8, ready: 8, want: 8, raw: 2},
+				{at: 60, queue: 16, ready: 8, want: 8, raw: 4},
+				// 8 from t=0 is exactly 2m old: no longer held; 4 (t=60) is.
+				{at: 120, queue: 4, ready: 8, want: 4, raw: 1},
+				{at: 181, queue: 4, ready: 4, want: 1, raw: 1},
+			},
+		},
+		{
+			name: "stabilised scale-down holds through zero demand",
+			kv:   []string{"burstWindow", "0", "scaleDownStabilization", "1m"},
+			steps: []step{
+				{at: 0, queue: 12, ready: 3, want: 3, raw: 3},
+				{at: 10, ready: 3, want: 3, raw: 0},
+				{at: 61, ready: 3, want: 0, raw: 0},
+			},
+		},
+		{
+			name: "stabilization off follows raw",
+			kv:   []string{"burstWindow", "0", "scaleDownStabilization", "0"},
+			steps: []step{
+				{at: 0, queue: 32, ready: 8, want: 8, raw: 8},
+				{at: 5, queue: 4, ready: 8, want: 1, raw: 1},
+			},
+		},
+		{
+			name: "scale-up inside the window raises the held value",
+			kv:   []string{"burstWindow", "0"},
+			steps: []step{
+				{at: 0, queue: 8, ready: 2, want: 2, raw: 2},
+				{at: 60, queue: 20, ready: 2, want: 5, raw: 5},
+				{at: 120, queue: 8, ready: 5, want: 5, raw: 2},
+				{at: 241, queue: 8, ready: 5, want: 2, raw: 2},
+			},
+		},
+		{
+			name: "latency breach scales up at once, then is held",
+			kv:   []string{"burstWindow", "0", "targetLatency", "1s", "scaleDownStabilization", "1m"},
+			steps: []step{
+				{at: 0, queue: 4, running: 8, ready: 4, latency: 900 * time.Millisecond, want: 4, raw: 4},
+				{at: 5, queue: 4, running: 8, ready: 4, latency: 2 * time.Second, want: 8, raw: 8},
+				{at: 10, queue: 0, running: 8, ready: 8, latency: 200 * time.Millisecond, want: 8, raw: 1},
+				{at: 66, queue: 0, running: 8, ready: 8, latency: 200 * time.Millisecond, want: 1, raw: 1},
+			},
+		},
+		{
+			name: "clock going backwards resets history",
+			kv:   []string{"burstWindow", "0"},
+			steps: []step{
+				{at: 100, queue: 40, ready: 10, want: 10, raw: 10},
+				{at: 50, queue: 4, ready: 10, want: 1, raw: 1},
+			},
+		},
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := meta(t, append([]string{"targetQueueDepth", "4"}, tt.kv...)...)
+			var w Window
+			for i, st := range tt.steps {
+				snap := source.Snapshot{At: t0.Add(time.Duration(st.at * float64(time.Second))),
+					QueueTotal: st.queue, RunningTotal: st.running, ReadyReplicas: st.ready}
+				if st.latency > 0 {
+					snap.Latency = lat(st.latency)
+				}
+				d := w.Decide(m, snap)
+				if d.Desired != st.want || d.Raw != st.raw {
+					t.Errorf("step %d (t=%vs): desired %d raw %d, want %d raw %d (%+v)", i, st.at, d.Desired, d.Raw, st.want, st.raw, d)
+				}
+				// With AverageValue the HPA lands on ceil(value/target).
+				if hpa := int32(math.Ceil(d.MetricValue / MetricTarget)); hpa != d.Desired {
+					t.Errorf("step %d: HPA would pick %d, want %d", i, hpa, d.Desired)
+				}
+			}
+		})
+	}
+}
+
+// TestWindowBoundedHistory checks a long run keeps only the window's samples.
+func TestWindowBoundedHistory(t *testing.T) {
+	m := meta(t, "targetQueueDepth", "4", "scaleDownStabilization", "1m", "burstWindow", "10s")
+	var w Window
+	t0 := time.Now()
+	for i := 0; i < 10000; i++ {
+		w.Decide(m, source.Snapshot{At: t0.Add(time.Duration(i) * time.Second), QueueTotal: float64(i % 50), ReadyReplicas: 1})
+	}
+	if len(w.want) > 61 || len(w.queue) > 12 {
+		t.Errorf("history grew: %d desired samples, %d queue samples", len(w.want), len(w.queue))
+	}
+}
