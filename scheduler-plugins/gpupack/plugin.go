@@ -311,6 +311,17 @@ func (p *Plugin) Unreserve(_ context.Context, state fwk.CycleState, pod *v1.Pod,
 	s.reserved = false
 }
 
+// ReservedGPUs names the GPUs Reserve booked for the pod in this cycle
+// (nil when it booked none). Simulators read it where the scheduler would
+// run PreBind.
+func (p *Plugin) ReservedGPUs(state fwk.CycleState) []string {
+	s, ok := getState(state)
+	if !ok || !s.reserved {
+		return nil
+	}
+	return s.chosen
+}
+
 // PreBindPreFlight tells the framework whether PreBind has work.
 func (p *Plugin) PreBindPreFlight(_ context.Context, state fwk.CycleState, pod *v1.Pod, _ string) (*fwk.PreBindPreFlightResult, *fwk.Status) {
 	s, ok := getState(state)
