@@ -1,8 +1,8 @@
 package gpupack
 
 import (
-	"math"
 	fwk "k8s.io/kube-scheduler/framework"
+	"math"
 
 	"github.com/kubegpu/kubegpu/pkg/gpunode"
 )
