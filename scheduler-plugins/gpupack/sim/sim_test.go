@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/kubegpu/kubegpu/pkg/contract"
 )
 
 const traceDir = "../../../../shared/traces/alibaba-gpu-v2023"
@@ -201,20 +203,15 @@ func tiny(t *testing.T, policy string, seed uint64) (*Cluster, Policy) {
 		t.Fatal(err)
 	}
 	warm := &Pod{Name: "w", CPUMilli: 1000, MemoryMiB: 1024, NumGPU: 1, GPUMilli: 600}
-	if policy == "kubegpu" {
-		// The plugin must see the booking too: place it through it.
-		i, g, ok, err := pol.Place(context.Background(), warm, 0)
-		if err != nil || !ok {
-			t.Fatalf("warm-up: %v %v", ok, err)
-		}
-		c.bind(i, warm, g)
-		if c.Nodes[i].Name != "n0" {
-			// Move nothing: the tests below assume n0 holds the share,
-			// so start over on a cluster where it does.
-			t.Skipf("warm-up share went to %s", c.Nodes[i].Name)
-		}
-	} else {
-		c.bind(0, warm, []int{0})
+	c.bind(0, warm, []int{0})
+	if k, ok := pol.(*kubegpu); ok {
+		// The plugin learns the booking the way a scheduler would after a
+		// restart: a bound pod carrying kubegpu.io/gpu-ids.
+		kp := KubePod(warm, 0)
+		kp.Spec.NodeName = "n0"
+		kp.Annotations = map[string]string{contract.AnnotationGPUIDs: contract.GPUAssignment{UUIDs: []string{gpuUUID("n0", 0)}, Milli: 600}.String()}
+		k.plugin.ObservePod(kp)
+		k.infos[0].AddPod(kp)
 	}
 	return c, pol
 }
