@@ -94,10 +94,10 @@ func packingScore(ng *nodeGPUs, r request, c choice, fm *fragModel, cpu int64) f
 	}
 	delta := fm.frag(after, ng.topo.GPUs, cpuAfter) - fm.frag(before, ng.topo.GPUs, cpu)
 	// Whole points only: rises within one point (160 milli-GPU) count as
-	// equal and the scheduler's node order decides. Measured on the openb
-	// trace, finer resolution packs worse (about 0.7 points less allocated
-	// at 100% demand): the expectation is a noisy estimate, and chasing
-	// its small differences herds pods onto the same kind of node.
+	// equal and the scheduler's node order decides. On the openb trace
+	// (seed 42, docs/simulator.md) finer resolution packed worse, about
+	// 0.7 points less allocated at 100% demand; the mix is an estimate,
+	// and its small differences are not worth following.
 	const span = 8 * fullGPU
 	return math.Trunc(min(100, max(0, 50-50*delta/span)))
 }
