@@ -21,6 +21,7 @@ kubegpu-scaler); this command holds the tools around them.`,
 		SilenceErrors: true, // main prints the error once
 	}
 	root.AddCommand(newInventoryCommand())
+	root.AddCommand(newSimCommand())
 	return root
 }
 

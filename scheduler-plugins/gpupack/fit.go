@@ -97,11 +97,18 @@ func (ng *nodeGPUs) fitWhole(r request, args *Args) (choice, string) {
 	return choice{pos: set, quality: q}, ""
 }
 
-// fitShare picks the GPU whose free share fits the request most tightly,
-// so partly used GPUs fill up before a whole one is broken.
+// fitShare picks the GPU whose use raises the node's fragmentation least
+// for the cycle's request mix (r.frag), so a share lands where the
+// sliver it leaves is still useful; among equal GPUs the tightest fit,
+// then the lowest index. Without a mix it is the tightest fit.
 func (ng *nodeGPUs) fitShare(r request) (choice, string) {
-	best, bestFree := -1, fullGPU+1
+	best, bestFree, bestFrag := -1, fullGPU+1, 0.0
 	sawHealthy, sawMemory := false, false
+	var buf [gpunode.MaxGPUs]int
+	free := buf[:len(ng.used)]
+	if r.frag != nil {
+		ng.freeMilli(free)
+	}
 	for i := range ng.topo.GPUs {
 		if ng.whole[i] {
 			continue
@@ -114,9 +121,21 @@ func (ng *nodeGPUs) fitShare(r request) (choice, string) {
 			continue
 		}
 		sawMemory = true
-		free := fullGPU - ng.used[i]
-		if free >= r.milli && free < bestFree {
-			best, bestFree = i, free
+		f := fullGPU - ng.used[i]
+		if f < r.milli {
+			continue
+		}
+		fr := 0.0
+		if r.frag != nil {
+			if best >= 0 && f == bestFree {
+				continue // same free share: same fragmentation
+			}
+			free[i] = f - r.milli
+			fr = r.frag.frag(free, ng.topo.GPUs, unlimitedCPU)
+			free[i] = f
+		}
+		if best < 0 || fr < bestFrag || fr == bestFrag && f < bestFree {
+			best, bestFree, bestFrag = i, f, fr
 		}
 	}
 	switch {

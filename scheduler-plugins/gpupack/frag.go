@@ -1,8 +1,12 @@
 package gpupack
 
 import (
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/kubegpu/kubegpu/pkg/gpunode"
 )
 
 // Fragmentation, after FGD (Weng et al., "Beware of Fragmentation",
@@ -10,14 +14,24 @@ import (
 // kind of request when that request cannot use it. The expected
 // fragmentation over the mix of requests the cluster sees says how much
 // free capacity is stranded; a good placement raises it least.
+//
+// A kind of request here is more than its GPU shape: it also carries the
+// pod's CPU request and the GPU models its node affinity allows, so a
+// node whose CPU is gone, or whose GPUs are of a model the request
+// refuses, counts as stranded for it, as in FGD.
 
-// class is a kind of GPU request: whole GPUs, or a share of one.
+// class is a kind of request: whole GPUs or a share of one, with the
+// CPU it needs beside them and the GPU products it accepts.
 type class struct {
-	whole int
-	milli int
+	whole  int
+	milli  int
+	cpu    int64  // milli-CPU
+	models string // accepted products joined by "|", sorted; "" = any
 }
 
-func classOf(r request) class { return class{whole: r.whole, milli: r.milli} }
+func classOf(r request) class {
+	return class{whole: r.whole, milli: r.milli, cpu: r.cpuMilli, models: r.models}
+}
 
 // mix is the observed distribution of request classes, with old
 // observations fading so the mix follows the workload.
@@ -25,21 +39,16 @@ type mix struct {
 	mu     sync.Mutex
 	weight map[class]float64
 	seen   int
-	// snap is the normalised distribution Score reads without locking,
-	// refreshed every refreshEvery observations.
-	snap atomic.Pointer[[]classWeight]
-}
-
-type classWeight struct {
-	c class
-	p float64
+	// snap is the model Score reads without locking, refreshed every
+	// refreshEvery observations.
+	snap atomic.Pointer[fragModel]
 }
 
 const (
 	// decay per observation: the mix follows roughly the last 2000 pods.
 	decay        = 0.9995
 	refreshEvery = 16
-	maxClasses   = 64
+	maxClasses   = 256
 )
 
 // priorMix is the distribution before any pod is seen: typical whole-GPU
@@ -56,8 +65,13 @@ func newMix() *mix {
 	return m
 }
 
-// observe adds one pod's request to the mix.
+// observe adds one pod's request to the mix. Pods without GPUs do not
+// enter it: they strand no GPU by themselves, and their CPU use is seen
+// on the nodes.
 func (m *mix) observe(r request) {
+	if !r.wantsGPU() {
+		return
+	}
 	c := classOf(r)
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -78,66 +92,133 @@ func (m *mix) dropLightestLocked() {
 	var light class
 	lw := -1.0
 	for k, w := range m.weight {
-		if lw < 0 || w < lw {
+		if lw < 0 || w < lw || w == lw && lessClass(k, light) {
 			light, lw = k, w
 		}
 	}
 	delete(m.weight, light)
 }
 
-func (m *mix) refreshLocked() {
-	total := 0.0
-	for _, w := range m.weight {
-		total += w
+func lessClass(a, b class) bool {
+	switch {
+	case a.whole != b.whole:
+		return a.whole < b.whole
+	case a.milli != b.milli:
+		return a.milli < b.milli
+	case a.cpu != b.cpu:
+		return a.cpu < b.cpu
 	}
-	out := make([]classWeight, 0, len(m.weight))
-	for c, w := range m.weight {
-		out = append(out, classWeight{c: c, p: w / total})
-	}
-	m.snap.Store(&out)
+	return a.models < b.models
 }
 
-func (m *mix) current() []classWeight { return *m.snap.Load() }
+func (m *mix) refreshLocked() {
+	m.snap.Store(newFragModel(m.weight))
+}
 
-// fragmentation is the expected stranded milli-GPU of a node whose GPUs
-// have free[i] milli free, over the request mix.
-func fragmentation(free []int, mix []classWeight) float64 {
-	total, wholeFree := 0, 0
+func (m *mix) current() *fragModel { return m.snap.Load() }
+
+// fragModel is the mix grouped by GPU shape and accepted models; each
+// group keeps its classes' CPU requests sorted, so the share of a group
+// that still fits a node's CPU is one binary search.
+type fragModel struct {
+	groups []fragGroup
+}
+
+type fragGroup struct {
+	whole, milli int
+	models       []string  // nil = any product
+	p            float64   // probability of the group
+	cpu          []int64   // ascending
+	cum          []float64 // cum[j]: probability of the classes cpu[0..j]
+}
+
+func newFragModel(weight map[class]float64) *fragModel {
+	classes := make([]class, 0, len(weight))
+	total := 0.0
+	for c, w := range weight {
+		classes = append(classes, c)
+		total += w
+	}
+	// Deterministic order: equal inputs give identical models.
+	slices.SortFunc(classes, func(a, b class) int {
+		if a.whole != b.whole || a.milli != b.milli || a.models != b.models {
+			if lessClass(class{whole: a.whole, milli: a.milli, models: a.models}, class{whole: b.whole, milli: b.milli, models: b.models}) {
+				return -1
+			}
+			return 1
+		}
+		switch {
+		case a.cpu < b.cpu:
+			return -1
+		case a.cpu > b.cpu:
+			return 1
+		}
+		return 0
+	})
+	fm := &fragModel{}
+	for _, c := range classes {
+		n := len(fm.groups)
+		if n == 0 || fm.groups[n-1].whole != c.whole || fm.groups[n-1].milli != c.milli || strings.Join(fm.groups[n-1].models, "|") != c.models {
+			g := fragGroup{whole: c.whole, milli: c.milli}
+			if c.models != "" {
+				g.models = strings.Split(c.models, "|")
+			}
+			fm.groups = append(fm.groups, g)
+			n++
+		}
+		g := &fm.groups[n-1]
+		g.p += weight[c] / total
+		g.cpu = append(g.cpu, c.cpu)
+		g.cum = append(g.cum, g.p)
+	}
+	return fm
+}
+
+// unlimitedCPU stands for a node whose CPU the plugin cannot see.
+const unlimitedCPU = int64(1) << 62
+
+// frag is the expected stranded milli-GPU of a node whose GPUs have
+// free[i] milli free (gpus[i] says which product; nil = any) and
+// cpuLeft milli-CPU unrequested. For each group, the classes whose CPU
+// fits strand the GPUs too small for them (all of the node's free GPU
+// when too few GPUs fit); the classes whose CPU does not fit strand all.
+func (fm *fragModel) frag(free []int, gpus []gpunode.GPU, cpuLeft int64) float64 {
+	total := 0
 	for _, f := range free {
 		total += f
-		if f == fullGPU {
-			wholeFree++
-		}
 	}
 	if total == 0 {
 		return 0
 	}
-	frag := 0.0
-	for _, cw := range mix {
-		frag += cw.p * float64(stranded(free, total, wholeFree, cw.c))
-	}
-	return frag
-}
-
-// stranded is the free milli a request of class c cannot use: all of it
-// when c fits nowhere on the node, else the GPUs too small for c.
-func stranded(free []int, total, wholeFree int, c class) int {
-	if c.milli > 0 {
-		fits, small := false, 0
-		for _, f := range free {
-			if f >= c.milli {
-				fits = true
-			} else {
-				small += f
+	t := float64(total)
+	out := 0.0
+	for gi := range fm.groups {
+		g := &fm.groups[gi]
+		need, per := g.whole, g.milli
+		if per == 0 {
+			per = fullGPU
+		} else {
+			need = 1
+		}
+		fits, usable := 0, 0
+		for i, f := range free {
+			if g.models != nil && gpus != nil && !slices.Contains(g.models, gpus[i].Product) {
+				continue
+			}
+			if f >= per {
+				fits++
+				usable += f
 			}
 		}
-		if !fits {
-			return total
+		if fits < need {
+			out += g.p * t
+			continue
 		}
-		return small
+		pf := 0.0
+		if j, _ := slices.BinarySearch(g.cpu, cpuLeft+1); j > 0 {
+			pf = g.cum[j-1]
+		}
+		out += pf*float64(total-usable) + (g.p-pf)*t
 	}
-	if wholeFree < c.whole {
-		return total
-	}
-	return total - wholeFree*fullGPU
+	return out
 }

@@ -246,24 +246,59 @@ func TestStateBookkeeping(t *testing.T) {
 }
 
 func TestFragmentation(t *testing.T) {
-	mix := []classWeight{{c: class{whole: 1}, p: 0.5}, {c: class{milli: 500}, p: 0.5}}
+	fm := newFragModel(map[class]float64{{whole: 1, cpu: 4000}: 1, {milli: 500, cpu: 8000}: 1})
+	t4 := []gpunode.GPU{{Product: "T4"}, {Product: "T4"}}
 	tests := []struct {
 		name string
 		free []int
+		gpus []gpunode.GPU
+		cpu  int64
 		want float64
 	}{
-		{name: "empty node", free: []int{1000, 1000}, want: 0},
-		{name: "full node", free: []int{0, 0}, want: 0},
-		{name: "one 300 sliver", free: []int{300, 1000}, want: 0.5*300 + 0.5*300},
-		{name: "only slivers", free: []int{300, 200}, want: 0.5*500 + 0.5*500},
-		{name: "half GPU", free: []int{500, 0}, want: 0.5 * 500},
+		{name: "empty node", free: []int{1000, 1000}, cpu: unlimitedCPU, want: 0},
+		{name: "full node", free: []int{0, 0}, cpu: unlimitedCPU, want: 0},
+		{name: "one 300 sliver", free: []int{300, 1000}, cpu: unlimitedCPU, want: 0.5*300 + 0.5*300},
+		{name: "only slivers", free: []int{300, 200}, cpu: unlimitedCPU, want: 0.5*500 + 0.5*500},
+		{name: "half GPU", free: []int{500, 0}, cpu: unlimitedCPU, want: 0.5 * 500},
+		{name: "CPU for the whole class only", free: []int{1000, 1000}, cpu: 6000, want: 0.5 * 2000},
+		{name: "no CPU left", free: []int{1000, 1000}, cpu: 0, want: 2000},
+		{name: "any product", free: []int{1000, 300}, gpus: t4, cpu: unlimitedCPU, want: 300},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := fragmentation(tt.free, mix); got != tt.want {
-				t.Fatalf("fragmentation(%v) = %v, want %v", tt.free, got, tt.want)
+			if got := fm.frag(tt.free, tt.gpus, tt.cpu); got != tt.want {
+				t.Fatalf("frag(%v, cpu %d) = %v, want %v", tt.free, tt.cpu, got, tt.want)
 			}
 		})
+	}
+	// A class that only takes V100s finds nothing on T4s: all stranded.
+	v100 := newFragModel(map[class]float64{{whole: 1, models: "V100"}: 1})
+	if got := v100.frag([]int{1000, 1000}, t4, unlimitedCPU); got != 2000 {
+		t.Fatalf("V100-only class on T4s: frag %v, want 2000", got)
+	}
+}
+
+// TestFitShareByFragmentation: with shares of 500 in the mix, a 500 share
+// goes to the empty GPU rather than leave a useless 200 sliver on the
+// 700 one; the tightest fit would break that.
+func TestFitShareByFragmentation(t *testing.T) {
+	args := DefaultArgs()
+	c, _ := node(t, "dgx-h100")
+	c.reserve("a", "n", []string{"GPU-0"}, 300)
+	ng := c.nodes["n"]
+	for i := 1; i < len(ng.used); i++ {
+		ng.used[i], ng.whole[i] = fullGPU, true
+	}
+	ng.used[7], ng.whole[7] = 0, false
+	fm := newFragModel(map[class]float64{{milli: 500}: 1})
+	r := request{milli: 500, frag: fm}
+	got, reason := ng.fit(r, &args, nil)
+	if reason != "" || len(got.pos) != 1 || got.pos[0] != 7 {
+		t.Fatalf("fit = %v %q, want GPU 7", got.pos, reason)
+	}
+	r.frag = nil
+	if got, _ := ng.fit(r, &args, nil); got.pos[0] != 0 {
+		t.Fatalf("tightest fit = %v, want GPU 0", got.pos)
 	}
 }
 
@@ -286,7 +321,7 @@ func TestScorePrefersPacking(t *testing.T) {
 	r := request{whole: 1}
 	ce, _ := empty.fit(r, &p.args, nil)
 	ca, _ := almostFull.fit(r, &p.args, nil)
-	se, sa := p.scoreChoice(empty, r, ce), p.scoreChoice(almostFull, r, ca)
+	se, sa := p.scoreChoice(empty, r, ce, unlimitedCPU), p.scoreChoice(almostFull, r, ca, unlimitedCPU)
 	if sa <= se {
 		t.Fatalf("score on the almost full node %d <= empty node %d", sa, se)
 	}

@@ -183,6 +183,9 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.Po
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, err.Error())
 	}
 	if !req.wantsGPU() {
+		// No GPU to filter for, but Score still steers the pod's CPU
+		// away from nodes whose free GPUs it would strand.
+		state.Write(stateKey, &cycleState{req: req})
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
 	for _, r := range p.synced {
@@ -203,6 +206,7 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.Po
 		s.pinned = a.UUIDs
 	}
 	p.mix.observe(req)
+	s.req.frag = p.mix.current()
 	state.Write(stateKey, s)
 	return nil, nil
 }
@@ -245,6 +249,12 @@ func (p *Plugin) Score(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeI
 	p.gpus.mu.RLock()
 	defer p.gpus.mu.RUnlock()
 	ng := p.gpus.nodes[name]
+	if !s.req.wantsGPU() {
+		if ng == nil || ng.topo == nil {
+			return p.scoreChoice(nil, s.req, choice{}, 0), nil
+		}
+		return p.scoreChoice(ng, s.req, choice{}, cpuLeft(nodeInfo)), nil
+	}
 	var c choice
 	if v, ok := s.choices.Load(name); ok {
 		c = v.(choice)
@@ -254,7 +264,7 @@ func (p *Plugin) Score(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeI
 			return 0, nil
 		}
 	}
-	return p.scoreChoice(ng, s.req, c), nil
+	return p.scoreChoice(ng, s.req, c, cpuLeft(nodeInfo)), nil
 }
 
 // ScoreExtensions normalises scores across nodes.
@@ -309,6 +319,17 @@ func (p *Plugin) Unreserve(_ context.Context, state fwk.CycleState, pod *v1.Pod,
 	}
 	p.gpus.unreserve(pod.UID)
 	s.reserved = false
+}
+
+// ReservedGPUs names the GPUs Reserve booked for the pod in this cycle
+// (nil when it booked none). Simulators read it where the scheduler would
+// run PreBind.
+func (p *Plugin) ReservedGPUs(state fwk.CycleState) []string {
+	s, ok := getState(state)
+	if !ok || !s.reserved {
+		return nil
+	}
+	return s.chosen
 }
 
 // PreBindPreFlight tells the framework whether PreBind has work.

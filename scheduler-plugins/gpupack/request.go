@@ -2,6 +2,8 @@ package gpupack
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -16,6 +18,11 @@ type request struct {
 	milli     int   // share of one GPU, 1-999; 0 when whole
 	memoryMiB int64 // minimum memory per GPU; 0 = any
 	memoryStr string
+	cpuMilli  int64  // the pod's CPU request, for the fragmentation mix
+	models    string // GPU products the pod's node affinity allows ("|"-joined, sorted); "" = any
+	// frag is the request mix of this cycle (set by PreFilter), which
+	// fitShare uses to pick the GPU; nil falls back to the tightest fit.
+	frag *fragModel
 }
 
 func (r request) wantsGPU() bool { return r.whole > 0 || r.milli > 0 }
@@ -44,6 +51,10 @@ func parseRequest(pod *v1.Pod, args *Args) (request, error) {
 	if r.whole > 0 && r.milli > 0 {
 		return request{}, fmt.Errorf("pod asks for both %s and %s; use one", args.ResourceName, args.SharedResourceName)
 	}
+	if q, ok := reqs[v1.ResourceCPU]; ok {
+		r.cpuMilli = q.MilliValue()
+	}
+	r.models = acceptedProducts(pod)
 	if s, ok := pod.Annotations[contract.AnnotationGPUMemoryMin]; ok {
 		q, err := resource.ParseQuantity(s)
 		if err != nil {
@@ -56,4 +67,29 @@ func parseRequest(pod *v1.Pod, args *Args) (request, error) {
 		r.memoryStr = s
 	}
 	return r, nil
+}
+
+// acceptedProducts reads the GPU products a pod's required node affinity
+// allows (nvidia.com/gpu.product In ...); "" when any product will do.
+// Terms are ORed, so a term without the key allows any product.
+func acceptedProducts(pod *v1.Pod) string {
+	a := pod.Spec.Affinity
+	if a == nil || a.NodeAffinity == nil || a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return ""
+	}
+	var out []string
+	for _, t := range a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+		found := false
+		for _, e := range t.MatchExpressions {
+			if e.Key == contract.LabelGPUProduct && e.Operator == v1.NodeSelectorOpIn {
+				out = append(out, e.Values...)
+				found = true
+			}
+		}
+		if !found {
+			return ""
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(slices.Compact(out), "|")
 }
