@@ -81,6 +81,8 @@ func KubeNode(n Node) (*v1.Node, error) {
 				contract.LabelGPUProduct: gm.Product,
 				contract.LabelGPUMemory:  strconv.FormatInt(gm.MemoryMiB, 10),
 				contract.LabelGPUCount:   strconv.Itoa(n.GPUs),
+				// Every openb node shares GPUs, as the trace's share pods show.
+				contract.LabelGPUSharing: "true",
 			},
 			Annotations: map[string]string{contract.AnnotationTopology: annot},
 		},
