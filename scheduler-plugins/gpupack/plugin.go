@@ -11,7 +11,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -155,15 +154,26 @@ func (p *Plugin) Name() string { return Name }
 type cycleState struct {
 	req    request
 	pinned []string // UUIDs the pod's annotation already names
-	// choices caches Filter's result per node for Score.
-	choices sync.Map // node name -> choice
+	// choices caches Filter's result per node for Score, indexed by the
+	// node's slot. The framework filters each node once per cycle from
+	// one goroutine, so distinct nodes write distinct entries and need
+	// no lock. Nodes added after PreFilter fall outside and are
+	// recomputed in Score.
+	choices []cachedChoice
 	// chosen is what Reserve booked, for PreBind and Unreserve.
 	chosen   []string
 	reserved bool
 }
 
+// cachedChoice is Filter's choice on ng; ng is nil when Filter did not
+// admit the node this cycle, or names another node if the slot was reused.
+type cachedChoice struct {
+	ng *nodeGPUs
+	c  choice
+}
+
 // Clone shares the state: it is read-only after PreFilter except for the
-// choices cache, which is safe for concurrent use.
+// choices cache, whose entries each belong to one node.
 func (s *cycleState) Clone() fwk.StateData { return s }
 
 func getState(state fwk.CycleState) (*cycleState, bool) {
@@ -191,6 +201,9 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.Po
 		}
 	}
 	s := &cycleState{req: req}
+	p.gpus.mu.RLock()
+	s.choices = make([]cachedChoice, len(p.gpus.slots))
+	p.gpus.mu.RUnlock()
 	if value, ok := pod.Annotations[contract.AnnotationGPUIDs]; ok {
 		a, err := contract.ParseGPUIDs(value)
 		if err != nil {
@@ -216,14 +229,19 @@ func (p *Plugin) Filter(_ context.Context, state fwk.CycleState, _ *v1.Pod, node
 	if !ok {
 		return fwk.AsStatus(fmt.Errorf("%s: no cycle state", Name))
 	}
-	name := nodeInfo.Node().Name
 	p.gpus.mu.RLock()
-	c, reason := p.gpus.nodes[name].fit(s.req, &p.args, s.pinned)
+	ng := p.gpus.nodes[nodeInfo.Node().Name]
+	c, reason := ng.fit(s.req, &p.args, s.pinned)
 	p.gpus.mu.RUnlock()
 	if reason != "" {
+		if ng != nil && ng.slot < len(s.choices) {
+			s.choices[ng.slot].ng = nil // a rerun (nominated pods) may reject
+		}
 		return fwk.NewStatus(fwk.Unschedulable, reason)
 	}
-	s.choices.Store(name, c)
+	if ng.slot < len(s.choices) {
+		s.choices[ng.slot] = cachedChoice{ng: ng, c: c}
+	}
 	return nil
 }
 
@@ -241,13 +259,12 @@ func (p *Plugin) Score(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeI
 	if !ok {
 		return 0, fwk.AsStatus(fmt.Errorf("%s: no cycle state", Name))
 	}
-	name := nodeInfo.Node().Name
 	p.gpus.mu.RLock()
 	defer p.gpus.mu.RUnlock()
-	ng := p.gpus.nodes[name]
+	ng := p.gpus.nodes[nodeInfo.Node().Name]
 	var c choice
-	if v, ok := s.choices.Load(name); ok {
-		c = v.(choice)
+	if ng != nil && ng.slot < len(s.choices) && s.choices[ng.slot].ng == ng {
+		c = s.choices[ng.slot].c
 	} else {
 		var reason string
 		if c, reason = ng.fit(s.req, &p.args, s.pinned); reason != "" {
