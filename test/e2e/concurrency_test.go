@@ -94,6 +94,7 @@ func TestGPUPackConcurrency(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
+	start := time.Now()
 	invs := map[string]*gpunode.Node{}
 	var invMu sync.Mutex
 	if err := parallel(nodes, 8, func(i int) error {
@@ -107,6 +108,7 @@ func TestGPUPackConcurrency(t *testing.T) {
 		t.Fatal(err)
 	}
 	startScheduler(t, env)
+	t.Logf("nodes up after %s", time.Since(start))
 
 	r := rand.New(rand.NewPCG(1, 2))
 	var all []*v1.Pod
@@ -121,6 +123,7 @@ func TestGPUPackConcurrency(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	t.Logf("pods created after %s", time.Since(start))
 	// Churn while the scheduler is busy: delete random pods (bound or
 	// not, grace 0 since no kubelet confirms) and create new ones.
 	perm := r.Perm(pods)[:churn]
@@ -138,6 +141,7 @@ func TestGPUPackConcurrency(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	t.Logf("churn done after %s", time.Since(start))
 	// Settled: every pod is bound or marked unschedulable, and the bound
 	// count held still for a second.
 	var list *v1.PodList
@@ -171,6 +175,7 @@ func TestGPUPackConcurrency(t *testing.T) {
 	if lastBound < pods/2 {
 		t.Errorf("only %d of %d pods bound", lastBound, pods)
 	}
+	t.Logf("settled after %s", time.Since(start))
 	t.Logf("%d of %d pods bound on %d nodes after %d deletions and re-creations", lastBound, pods, nodes, churn)
 	for _, v := range checkGPUBookings(list.Items, invs) {
 		t.Error(v)
