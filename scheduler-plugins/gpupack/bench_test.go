@@ -119,3 +119,59 @@ func stateBytesPerNode(tb testing.TB, nodes []*v1.Node) float64 {
 	runtime.KeepAlive(p)
 	return float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(len(nodes))
 }
+
+// TestChoiceCache: Score uses Filter's choice for the node it was made
+// on, and never another node's after a deleted node's slot is reused.
+func TestChoiceCache(t *testing.T) {
+	ctx := context.Background()
+	p, err := NewStandalone(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := make([]*v1.Node, 70) // more than one page of slots
+	infos := make([]*framework.NodeInfo, len(nodes))
+	for i := range nodes {
+		nodes[i] = shapedAPINode(t, "dgx-h100", fmt.Sprintf("n%02d", i))
+		p.ObserveNode(nodes[i])
+		infos[i] = framework.NewNodeInfo()
+		infos[i].SetNode(nodes[i])
+	}
+	pd := pod(map[string]string{contract.ResourceGPU: "2"}, nil)
+	state := framework.NewCycleState()
+	if _, st := p.PreFilter(ctx, state, pd, nil); !st.IsSuccess() {
+		t.Fatalf("PreFilter: %v", st)
+	}
+	for i := range nodes {
+		if st := p.Filter(ctx, state, pd, infos[i]); !st.IsSuccess() {
+			t.Fatalf("Filter %s: %v", nodes[i].Name, st)
+		}
+	}
+	s, _ := getState(state)
+	want := func(name string) int64 {
+		ng := p.gpus.nodes[name]
+		c, _ := ng.fit(s.req, &p.args, nil)
+		return p.scoreChoice(ng, s.req, c)
+	}
+	for _, i := range []int{0, 65} {
+		got, st := p.Score(ctx, state, pd, infos[i])
+		if !st.IsSuccess() || got != want(nodes[i].Name) {
+			t.Fatalf("Score %s = %d, %v; want %d", nodes[i].Name, got, st, want(nodes[i].Name))
+		}
+	}
+
+	// n00 goes; a new node takes its slot with 7 GPUs booked. Score must
+	// not reuse n00's choice for it.
+	slot := p.gpus.nodes["n00"].slot
+	p.ForgetNode("n00")
+	other := shapedAPINode(t, "dgx-h100", "other")
+	p.ObserveNode(other)
+	if got := p.gpus.nodes["other"].slot; got != slot {
+		t.Fatalf("new node got slot %d, want the freed %d", got, slot)
+	}
+	p.gpus.reserve("x", "other", []string{"GPU-other-0", "GPU-other-1", "GPU-other-2", "GPU-other-3", "GPU-other-4", "GPU-other-5", "GPU-other-6"}, 0)
+	ni := framework.NewNodeInfo()
+	ni.SetNode(other)
+	if got, _ := p.Score(ctx, state, pd, ni); got != 0 {
+		t.Fatalf("Score on a node where the pod does not fit = %d, want 0 (no stale choice)", got)
+	}
+}

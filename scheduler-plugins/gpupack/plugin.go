@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -155,14 +156,47 @@ type cycleState struct {
 	req    request
 	pinned []string // UUIDs the pod's annotation already names
 	// choices caches Filter's result per node for Score, indexed by the
-	// node's slot. The framework filters each node once per cycle from
-	// one goroutine, so distinct nodes write distinct entries and need
-	// no lock. Nodes added after PreFilter fall outside and are
-	// recomputed in Score.
-	choices []cachedChoice
+	// node's slot (see choicePages).
+	choices choicePages
 	// chosen is what Reserve booked, for PreBind and Unreserve.
 	chosen   []string
 	reserved bool
+}
+
+// choicePages is a per-cycle array of cachedChoice by node slot, in
+// pages allocated when Filter first touches them: the scheduler filters
+// only part of a large cluster per pod (percentageOfNodesToScore), mostly
+// neighbouring slots, so a 5000-node cycle allocates a few pages, not
+// 5000 entries. The framework filters each node once per cycle from one
+// goroutine, so distinct nodes write distinct entries without a lock.
+// Nodes added after PreFilter fall outside and are recomputed in Score.
+type choicePages []atomic.Pointer[choicePage]
+
+const choicePageSize = 64
+
+type choicePage [choicePageSize]cachedChoice
+
+func newChoicePages(slots int) choicePages {
+	return make(choicePages, (slots+choicePageSize-1)/choicePageSize)
+}
+
+// entry returns the slot's entry, allocating its page when alloc is set;
+// nil when the slot is outside or its page was never allocated.
+func (cp choicePages) entry(slot int, alloc bool) *cachedChoice {
+	i := slot / choicePageSize
+	if i >= len(cp) {
+		return nil
+	}
+	page := cp[i].Load()
+	if page == nil {
+		if !alloc {
+			return nil
+		}
+		// If another node's Filter allocated it meanwhile, use theirs.
+		cp[i].CompareAndSwap(nil, new(choicePage))
+		page = cp[i].Load()
+	}
+	return &page[slot%choicePageSize]
 }
 
 // cachedChoice is Filter's choice on ng; ng is nil when Filter did not
@@ -202,7 +236,7 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.Po
 	}
 	s := &cycleState{req: req}
 	p.gpus.mu.RLock()
-	s.choices = make([]cachedChoice, len(p.gpus.slots))
+	s.choices = newChoicePages(len(p.gpus.slots))
 	p.gpus.mu.RUnlock()
 	if value, ok := pod.Annotations[contract.AnnotationGPUIDs]; ok {
 		a, err := contract.ParseGPUIDs(value)
@@ -234,13 +268,15 @@ func (p *Plugin) Filter(_ context.Context, state fwk.CycleState, _ *v1.Pod, node
 	c, reason := ng.fit(s.req, &p.args, s.pinned)
 	p.gpus.mu.RUnlock()
 	if reason != "" {
-		if ng != nil && ng.slot < len(s.choices) {
-			s.choices[ng.slot].ng = nil // a rerun (nominated pods) may reject
+		if ng != nil {
+			if e := s.choices.entry(ng.slot, false); e != nil {
+				e.ng = nil // a rerun (nominated pods) may reject
+			}
 		}
 		return fwk.NewStatus(fwk.Unschedulable, reason)
 	}
-	if ng.slot < len(s.choices) {
-		s.choices[ng.slot] = cachedChoice{ng: ng, c: c}
+	if e := s.choices.entry(ng.slot, true); e != nil {
+		*e = cachedChoice{ng: ng, c: c}
 	}
 	return nil
 }
@@ -263,8 +299,12 @@ func (p *Plugin) Score(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeI
 	defer p.gpus.mu.RUnlock()
 	ng := p.gpus.nodes[nodeInfo.Node().Name]
 	var c choice
-	if ng != nil && ng.slot < len(s.choices) && s.choices[ng.slot].ng == ng {
-		c = s.choices[ng.slot].c
+	var e *cachedChoice
+	if ng != nil {
+		e = s.choices.entry(ng.slot, false)
+	}
+	if e != nil && e.ng == ng {
+		c = e.c
 	} else {
 		var reason string
 		if c, reason = ng.fit(s.req, &p.args, s.pinned); reason != "" {
