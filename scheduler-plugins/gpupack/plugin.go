@@ -11,15 +11,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
+	schedconfig "k8s.io/kubernetes/pkg/scheduler/apis/config"
 
 	"github.com/kubegpu/kubegpu/pkg/contract"
 )
@@ -35,7 +39,13 @@ type Plugin struct {
 	handle fwk.Handle
 	gpus   *gpuState
 	mix    *mix
-	synced []cache.ResourceEventHandlerRegistration
+	// bindsFirst: GPUPack is the profile's first Bind plugin, so Bind
+	// writes the gpu-ids annotation together with the binding (one API
+	// write per pod instead of a patch and a bind). Read once, at the
+	// first binding cycle, when the framework's plugin lists are built.
+	bindsFirst     bool
+	bindsFirstOnce sync.Once
+	synced         []cache.ResourceEventHandlerRegistration
 }
 
 var (
@@ -45,6 +55,7 @@ var (
 	_ fwk.ScorePlugin       = (*Plugin)(nil)
 	_ fwk.ReservePlugin     = (*Plugin)(nil)
 	_ fwk.PreBindPlugin     = (*Plugin)(nil)
+	_ fwk.BindPlugin        = (*Plugin)(nil)
 	_ fwk.EnqueueExtensions = (*Plugin)(nil)
 )
 
@@ -229,10 +240,11 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.Po
 	if !req.wantsGPU() {
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
-	for _, r := range p.synced {
-		if !r.HasSynced() {
-			return nil, fwk.NewStatus(fwk.Unschedulable, "GPU state is not synced yet")
-		}
+	if err := p.waitSynced(ctx); err != nil {
+		// An error, not Unschedulable: the pod goes to backoff and is
+		// retried, instead of waiting for a cluster event that may
+		// never come.
+		return nil, fwk.AsStatus(err)
 	}
 	s := &cycleState{req: req}
 	p.gpus.mu.RLock()
@@ -252,6 +264,34 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.Po
 	p.mix.observe(req)
 	state.Write(stateKey, s)
 	return nil, nil
+}
+
+// syncWait bounds how long PreFilter waits for the informers' initial
+// lists to reach the plugin's handlers.
+const syncWait = 30 * time.Second
+
+// waitSynced blocks until the node and pod handlers have seen the
+// informers' initial lists. At scheduler start the queue may already hold
+// thousands of pods while the handlers still replay the lists; rejecting
+// those pods as Unschedulable would park them until an unrelated event
+// or the 5-minute flush, so the first cycle waits instead. Afterwards this
+// is a few atomic loads.
+func (p *Plugin) waitSynced(ctx context.Context) error {
+	synced := func(context.Context) (bool, error) {
+		for _, r := range p.synced {
+			if !r.HasSynced() {
+				return false, nil
+			}
+		}
+		return true, nil
+	}
+	if ok, _ := synced(ctx); ok {
+		return nil
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, syncWait, true, synced); err != nil {
+		return fmt.Errorf("%s: GPU state is not synced yet: %w", Name, err)
+	}
+	return nil
 }
 
 // PreFilterExtensions is nil: preemption support comes with its own issue.
@@ -371,20 +411,62 @@ func (p *Plugin) Unreserve(_ context.Context, state fwk.CycleState, pod *v1.Pod,
 // PreBindPreFlight tells the framework whether PreBind has work.
 func (p *Plugin) PreBindPreFlight(_ context.Context, state fwk.CycleState, pod *v1.Pod, _ string) (*fwk.PreBindPreFlightResult, *fwk.Status) {
 	s, ok := getState(state)
-	if !ok || !s.reserved {
+	if !ok || !s.reserved || p.bindsItself() {
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
 	return nil, nil
 }
 
-// PreBind records the chosen GPUs on the pod; the device plugin reads
-// them in GetPreferredAllocation and Allocate.
-func (p *Plugin) PreBind(ctx context.Context, state fwk.CycleState, pod *v1.Pod, _ string) *fwk.Status {
+// bindsItself reports whether GPUPack's Bind runs before any other
+// binder in this profile (the shipped profile enables it at bind).
+func (p *Plugin) bindsItself() bool {
+	p.bindsFirstOnce.Do(func() {
+		lister, ok := p.handle.(interface{ ListPlugins() *schedconfig.Plugins })
+		if !ok {
+			return
+		}
+		if pl := lister.ListPlugins(); pl != nil && len(pl.Bind.Enabled) > 0 {
+			p.bindsFirst = pl.Bind.Enabled[0].Name == Name
+		}
+	})
+	return p.bindsFirst
+}
+
+func (s *cycleState) gpuIDs() string {
+	return contract.GPUAssignment{UUIDs: s.chosen, Milli: s.req.milli}.String()
+}
+
+// Bind binds a pod GPUPack reserved GPUs for, with the gpu-ids annotation
+// in the Binding: the apiserver copies a Binding's annotations onto the
+// pod in the same write that sets its node, so the pod is never bound
+// without its GPUs named. Other pods are left to the next binder.
+func (p *Plugin) Bind(ctx context.Context, state fwk.CycleState, pod *v1.Pod, nodeName string) *fwk.Status {
 	s, ok := getState(state)
 	if !ok || !s.reserved {
+		return fwk.NewStatus(fwk.Skip)
+	}
+	binding := &v1.Binding{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
+			Annotations: map[string]string{contract.AnnotationGPUIDs: s.gpuIDs()},
+		},
+		Target: v1.ObjectReference{Kind: "Node", Name: nodeName},
+	}
+	if err := p.handle.ClientSet().CoreV1().Pods(pod.Namespace).Bind(ctx, binding, metav1.CreateOptions{}); err != nil {
+		return fwk.AsStatus(fmt.Errorf("%s: bind pod %s/%s to %s: %w", Name, pod.Namespace, pod.Name, nodeName, err))
+	}
+	return nil
+}
+
+// PreBind records the chosen GPUs on the pod when another plugin binds
+// (a profile that does not enable GPUPack at bind); the device plugin
+// reads them in GetPreferredAllocation and Allocate.
+func (p *Plugin) PreBind(ctx context.Context, state fwk.CycleState, pod *v1.Pod, _ string) *fwk.Status {
+	s, ok := getState(state)
+	if !ok || !s.reserved || p.bindsItself() {
 		return nil
 	}
-	value := contract.GPUAssignment{UUIDs: s.chosen, Milli: s.req.milli}.String()
+	value := s.gpuIDs()
 	if pod.Annotations[contract.AnnotationGPUIDs] == value {
 		return nil
 	}

@@ -28,7 +28,8 @@ func Options() []app.Option {
 
 // Profile is the KubeSchedulerConfiguration profile kubegpu ships
 // (deploy/ holds the same): the default plugins plus GPUPack at every
-// extension point it implements. NodeResourcesFit ignores the GPU-share
+// extension point it implements, and first at bind so the GPU choice is
+// written with the binding. NodeResourcesFit ignores the GPU-share
 // resource, which GPUPack accounts per GPU, and packs GPUs
 // (MostAllocated) instead of spreading them.
 const Profile = `- schedulerName: kubegpu-scheduler
@@ -37,6 +38,12 @@ const Profile = `- schedulerName: kubegpu-scheduler
       enabled:
       - name: GPUPack
         weight: 10
+    # GPUPack binds first: it writes kubegpu.io/gpu-ids in the Binding
+    # itself (one API write per pod); pods without GPUs fall through to
+    # DefaultBinder.
+    bind:
+      enabled:
+      - name: GPUPack
   pluginConfig:
   - name: NodeResourcesFit
     args:

@@ -156,11 +156,15 @@ func throughputRun(b *testing.B, nodes []testenv.GPUNode, pods []*v1.Pod, cfg te
 	}); err != nil {
 		b.Fatal(err)
 	}
-	factory.Start(ctx.Done())
-	defer factory.Shutdown()
-	factory.WaitForCacheSync(ctx.Done())
+	// Shutdown waits for the informers, which stop only with their
+	// context: cancel it first.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer func() { stopWatch(); factory.Shutdown() }()
+	factory.Start(watchCtx.Done())
+	factory.WaitForCacheSync(watchCtx.Done())
 
 	b.ResetTimer()
+	started := time.Now()
 	sched := env.StartScheduler(b, cfg)
 	// Stop waiting when all are bound or nothing bound for 30 s (some
 	// pods may not fit; they do not count).
@@ -172,9 +176,15 @@ func throughputRun(b *testing.B, nodes []testenv.GPUNode, pods []*v1.Pod, cfg te
 			b.Fatal("timed out")
 		case <-time.After(time.Second):
 			mu.Lock()
-			stalled := !last.IsZero() && time.Since(last) > 30*time.Second
+			n, idle := len(bound), time.Since(last)
+			if last.IsZero() {
+				idle = time.Since(started)
+			}
 			mu.Unlock()
-			done = stalled
+			if n == 0 && idle > 3*time.Minute {
+				b.Fatalf("no pod bound %s after the scheduler started", idle.Round(time.Second))
+			}
+			done = n > 0 && idle > 30*time.Second
 		}
 	}
 	b.StopTimer()
@@ -233,6 +243,9 @@ func BenchmarkThroughput(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// Measured first, before control planes come and go and their
+	// garbage blurs the heap figures.
+	state := stateBytesPerNode(b, nodes)
 	ours := testenv.SchedulerConfig{Profiles: registry.Profile, Registry: registry.Plugins()}
 	rates := map[string]float64{}
 	runs := []struct {
@@ -256,5 +269,5 @@ func BenchmarkThroughput(b *testing.B) {
 		rates["kubegpu"], rates["default"], rates["kubegpu"]/rates["default"])
 	fmt.Printf("throughput sizes: %d nodes, %d whole-GPU pods in both runs; with 25%% shares kubegpu=%.1f pods/s\n",
 		nNodes, nPods, rates["kubegpu-shares"])
-	fmt.Printf("state: %.0f bytes/node (GPUPack, %d nodes)\n", stateBytesPerNode(b, nodes), nNodes)
+	fmt.Printf("state: %.0f bytes/node (GPUPack, %d nodes)\n", state, nNodes)
 }
