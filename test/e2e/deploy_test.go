@@ -12,11 +12,17 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/klog/v2"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 	schedconfig "k8s.io/kubernetes/pkg/scheduler/apis/config"
 	"k8s.io/kubernetes/pkg/scheduler/apis/config/validation"
+	internalcache "k8s.io/kubernetes/pkg/scheduler/backend/cache"
+	"k8s.io/kubernetes/pkg/scheduler/framework/plugins"
+	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
+	schedmetrics "k8s.io/kubernetes/pkg/scheduler/metrics"
 
 	"github.com/kubegpu/kubegpu/pkg/contract"
 	"github.com/kubegpu/kubegpu/pkg/gpunode"
@@ -89,6 +95,27 @@ func TestDeploySchedulerConfig(t *testing.T) {
 	}
 	if !apiequality.Semantic.DeepEqual(deployed.Profiles, want.Profiles) {
 		t.Errorf("%s profile differs from registry.Profile:\ndeploy:   %+v\nregistry: %+v", deployConfig, deployed.Profiles[0], want.Profiles[0])
+	}
+
+	// Built into a framework as the scheduler builds it, GPUPack is the
+	// first binder, so the gpu-ids annotation travels in the Binding.
+	r := plugins.NewInTreeRegistry()
+	if err := r.Merge(registry.Plugins()); err != nil {
+		t.Fatal(err)
+	}
+	schedmetrics.Register() // the framework counts plugins in them; once per process
+	client := fake.NewClientset()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fw, err := frameworkruntime.NewFramework(ctx, r, &deployed.Profiles[0],
+		frameworkruntime.WithClientSet(client),
+		frameworkruntime.WithInformerFactory(informers.NewSharedInformerFactory(client, 0)),
+		frameworkruntime.WithSnapshotSharedLister(internalcache.NewEmptySnapshot()))
+	if err != nil {
+		t.Fatalf("build the deployed profile: %v", err)
+	}
+	if bind := fw.ListPlugins().Bind.Enabled; len(bind) == 0 || bind[0].Name != gpupack.Name {
+		t.Errorf("bind plugins %v, want %s first", bind, gpupack.Name)
 	}
 
 	// The same loading rejects bad GPUPack args, so the check above
