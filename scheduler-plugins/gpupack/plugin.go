@@ -12,14 +12,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
+	schedconfig "k8s.io/kubernetes/pkg/scheduler/apis/config"
 
 	"github.com/kubegpu/kubegpu/pkg/contract"
 )
@@ -35,7 +39,13 @@ type Plugin struct {
 	handle fwk.Handle
 	gpus   *gpuState
 	mix    *mix
-	synced []cache.ResourceEventHandlerRegistration
+	// bindsFirst: GPUPack is the profile's first Bind plugin, so Bind
+	// writes the gpu-ids annotation together with the binding (one API
+	// write per pod instead of a patch and a bind). Read once, at the
+	// first binding cycle, when the framework's plugin lists are built.
+	bindsFirst     bool
+	bindsFirstOnce sync.Once
+	synced         []cache.ResourceEventHandlerRegistration
 }
 
 var (
@@ -45,6 +55,7 @@ var (
 	_ fwk.ScorePlugin       = (*Plugin)(nil)
 	_ fwk.ReservePlugin     = (*Plugin)(nil)
 	_ fwk.PreBindPlugin     = (*Plugin)(nil)
+	_ fwk.BindPlugin        = (*Plugin)(nil)
 	_ fwk.EnqueueExtensions = (*Plugin)(nil)
 )
 
@@ -155,15 +166,59 @@ func (p *Plugin) Name() string { return Name }
 type cycleState struct {
 	req    request
 	pinned []string // UUIDs the pod's annotation already names
-	// choices caches Filter's result per node for Score.
-	choices sync.Map // node name -> choice
+	// choices caches Filter's result per node for Score, indexed by the
+	// node's slot (see choicePages).
+	choices choicePages
 	// chosen is what Reserve booked, for PreBind and Unreserve.
 	chosen   []string
 	reserved bool
 }
 
+// choicePages is a per-cycle array of cachedChoice by node slot, in
+// pages allocated when Filter first touches them: the scheduler filters
+// only part of a large cluster per pod (percentageOfNodesToScore), mostly
+// neighbouring slots, so a 5000-node cycle allocates a few pages, not
+// 5000 entries. The framework filters each node once per cycle from one
+// goroutine, so distinct nodes write distinct entries without a lock.
+// Nodes added after PreFilter fall outside and are recomputed in Score.
+type choicePages []atomic.Pointer[choicePage]
+
+const choicePageSize = 64
+
+type choicePage [choicePageSize]cachedChoice
+
+func newChoicePages(slots int) choicePages {
+	return make(choicePages, (slots+choicePageSize-1)/choicePageSize)
+}
+
+// entry returns the slot's entry, allocating its page when alloc is set;
+// nil when the slot is outside or its page was never allocated.
+func (cp choicePages) entry(slot int, alloc bool) *cachedChoice {
+	i := slot / choicePageSize
+	if i >= len(cp) {
+		return nil
+	}
+	page := cp[i].Load()
+	if page == nil {
+		if !alloc {
+			return nil
+		}
+		// If another node's Filter allocated it meanwhile, use theirs.
+		cp[i].CompareAndSwap(nil, new(choicePage))
+		page = cp[i].Load()
+	}
+	return &page[slot%choicePageSize]
+}
+
+// cachedChoice is Filter's choice on ng; ng is nil when Filter did not
+// admit the node this cycle, or names another node if the slot was reused.
+type cachedChoice struct {
+	ng *nodeGPUs
+	c  choice
+}
+
 // Clone shares the state: it is read-only after PreFilter except for the
-// choices cache, which is safe for concurrent use.
+// choices cache, whose entries each belong to one node.
 func (s *cycleState) Clone() fwk.StateData { return s }
 
 func getState(state fwk.CycleState) (*cycleState, bool) {
@@ -188,12 +243,16 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.Po
 		state.Write(stateKey, &cycleState{req: req})
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
-	for _, r := range p.synced {
-		if !r.HasSynced() {
-			return nil, fwk.NewStatus(fwk.Unschedulable, "GPU state is not synced yet")
-		}
+	if err := p.waitSynced(ctx); err != nil {
+		// An error, not Unschedulable: the pod goes to backoff and is
+		// retried, instead of waiting for a cluster event that may
+		// never come.
+		return nil, fwk.AsStatus(err)
 	}
 	s := &cycleState{req: req}
+	p.gpus.mu.RLock()
+	s.choices = newChoicePages(len(p.gpus.slots))
+	p.gpus.mu.RUnlock()
 	if value, ok := pod.Annotations[contract.AnnotationGPUIDs]; ok {
 		a, err := contract.ParseGPUIDs(value)
 		if err != nil {
@@ -211,6 +270,34 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.Po
 	return nil, nil
 }
 
+// syncWait bounds how long PreFilter waits for the informers' initial
+// lists to reach the plugin's handlers.
+const syncWait = 30 * time.Second
+
+// waitSynced blocks until the node and pod handlers have seen the
+// informers' initial lists. At scheduler start the queue may already hold
+// thousands of pods while the handlers still replay the lists; rejecting
+// those pods as Unschedulable would park them until an unrelated event
+// or the 5-minute flush, so the first cycle waits instead. Afterwards this
+// is a few atomic loads.
+func (p *Plugin) waitSynced(ctx context.Context) error {
+	synced := func(context.Context) (bool, error) {
+		for _, r := range p.synced {
+			if !r.HasSynced() {
+				return false, nil
+			}
+		}
+		return true, nil
+	}
+	if ok, _ := synced(ctx); ok {
+		return nil
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, syncWait, true, synced); err != nil {
+		return fmt.Errorf("%s: GPU state is not synced yet: %w", Name, err)
+	}
+	return nil
+}
+
 // PreFilterExtensions is nil: preemption support comes with its own issue.
 func (p *Plugin) PreFilterExtensions() fwk.PreFilterExtensions { return nil }
 
@@ -220,14 +307,21 @@ func (p *Plugin) Filter(_ context.Context, state fwk.CycleState, _ *v1.Pod, node
 	if !ok {
 		return fwk.AsStatus(fmt.Errorf("%s: no cycle state", Name))
 	}
-	name := nodeInfo.Node().Name
 	p.gpus.mu.RLock()
-	c, reason := p.gpus.nodes[name].fit(s.req, &p.args, s.pinned)
+	ng := p.gpus.nodes[nodeInfo.Node().Name]
+	c, reason := ng.fit(s.req, &p.args, s.pinned)
 	p.gpus.mu.RUnlock()
 	if reason != "" {
+		if ng != nil {
+			if e := s.choices.entry(ng.slot, false); e != nil {
+				e.ng = nil // a rerun (nominated pods) may reject
+			}
+		}
 		return fwk.NewStatus(fwk.Unschedulable, reason)
 	}
-	s.choices.Store(name, c)
+	if e := s.choices.entry(ng.slot, true); e != nil {
+		*e = cachedChoice{ng: ng, c: c}
+	}
 	return nil
 }
 
@@ -245,10 +339,9 @@ func (p *Plugin) Score(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeI
 	if !ok {
 		return 0, fwk.AsStatus(fmt.Errorf("%s: no cycle state", Name))
 	}
-	name := nodeInfo.Node().Name
 	p.gpus.mu.RLock()
 	defer p.gpus.mu.RUnlock()
-	ng := p.gpus.nodes[name]
+	ng := p.gpus.nodes[nodeInfo.Node().Name]
 	if !s.req.wantsGPU() {
 		if ng == nil || ng.topo == nil {
 			return p.scoreChoice(nil, s.req, choice{}, 0), nil
@@ -256,8 +349,12 @@ func (p *Plugin) Score(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeI
 		return p.scoreChoice(ng, s.req, choice{}, cpuLeft(nodeInfo)), nil
 	}
 	var c choice
-	if v, ok := s.choices.Load(name); ok {
-		c = v.(choice)
+	var e *cachedChoice
+	if ng != nil {
+		e = s.choices.entry(ng.slot, false)
+	}
+	if e != nil && e.ng == ng {
+		c = e.c
 	} else {
 		var reason string
 		if c, reason = ng.fit(s.req, &p.args, s.pinned); reason != "" {
@@ -293,7 +390,9 @@ func (p *Plugin) NormalizeScore(_ context.Context, _ fwk.CycleState, _ *v1.Pod, 
 // against the live state: another pod may have taken them since Filter.
 func (p *Plugin) Reserve(ctx context.Context, state fwk.CycleState, pod *v1.Pod, nodeName string) *fwk.Status {
 	s, ok := getState(state)
-	if !ok {
+	if !ok || !s.req.wantsGPU() {
+		// CPU-only pods carry a state for Score only; they book nothing
+		// and may land on nodes without any GPU inventory.
 		return nil
 	}
 	p.gpus.mu.Lock()
@@ -335,20 +434,62 @@ func (p *Plugin) ReservedGPUs(state fwk.CycleState) []string {
 // PreBindPreFlight tells the framework whether PreBind has work.
 func (p *Plugin) PreBindPreFlight(_ context.Context, state fwk.CycleState, pod *v1.Pod, _ string) (*fwk.PreBindPreFlightResult, *fwk.Status) {
 	s, ok := getState(state)
-	if !ok || !s.reserved {
+	if !ok || !s.reserved || p.bindsItself() {
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
 	return nil, nil
 }
 
-// PreBind records the chosen GPUs on the pod; the device plugin reads
-// them in GetPreferredAllocation and Allocate.
-func (p *Plugin) PreBind(ctx context.Context, state fwk.CycleState, pod *v1.Pod, _ string) *fwk.Status {
+// bindsItself reports whether GPUPack's Bind runs before any other
+// binder in this profile (the shipped profile enables it at bind).
+func (p *Plugin) bindsItself() bool {
+	p.bindsFirstOnce.Do(func() {
+		lister, ok := p.handle.(interface{ ListPlugins() *schedconfig.Plugins })
+		if !ok {
+			return
+		}
+		if pl := lister.ListPlugins(); pl != nil && len(pl.Bind.Enabled) > 0 {
+			p.bindsFirst = pl.Bind.Enabled[0].Name == Name
+		}
+	})
+	return p.bindsFirst
+}
+
+func (s *cycleState) gpuIDs() string {
+	return contract.GPUAssignment{UUIDs: s.chosen, Milli: s.req.milli}.String()
+}
+
+// Bind binds a pod GPUPack reserved GPUs for, with the gpu-ids annotation
+// in the Binding: the apiserver copies a Binding's annotations onto the
+// pod in the same write that sets its node, so the pod is never bound
+// without its GPUs named. Other pods are left to the next binder.
+func (p *Plugin) Bind(ctx context.Context, state fwk.CycleState, pod *v1.Pod, nodeName string) *fwk.Status {
 	s, ok := getState(state)
 	if !ok || !s.reserved {
+		return fwk.NewStatus(fwk.Skip)
+	}
+	binding := &v1.Binding{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
+			Annotations: map[string]string{contract.AnnotationGPUIDs: s.gpuIDs()},
+		},
+		Target: v1.ObjectReference{Kind: "Node", Name: nodeName},
+	}
+	if err := p.handle.ClientSet().CoreV1().Pods(pod.Namespace).Bind(ctx, binding, metav1.CreateOptions{}); err != nil {
+		return fwk.AsStatus(fmt.Errorf("%s: bind pod %s/%s to %s: %w", Name, pod.Namespace, pod.Name, nodeName, err))
+	}
+	return nil
+}
+
+// PreBind records the chosen GPUs on the pod when another plugin binds
+// (a profile that does not enable GPUPack at bind); the device plugin
+// reads them in GetPreferredAllocation and Allocate.
+func (p *Plugin) PreBind(ctx context.Context, state fwk.CycleState, pod *v1.Pod, _ string) *fwk.Status {
+	s, ok := getState(state)
+	if !ok || !s.reserved || p.bindsItself() {
 		return nil
 	}
-	value := contract.GPUAssignment{UUIDs: s.chosen, Milli: s.req.milli}.String()
+	value := s.gpuIDs()
 	if pod.Annotations[contract.AnnotationGPUIDs] == value {
 		return nil
 	}

@@ -1,7 +1,10 @@
 package gpupack
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/maphash"
+	"strings"
 	"sync"
 
 	v1 "k8s.io/api/core/v1"
@@ -15,8 +18,13 @@ const fullGPU = 1000 // milli in one GPU
 
 // nodeGPUs is one node's GPUs and what is booked on them.
 type nodeGPUs struct {
-	name  string
-	annot string // raw topology annotation, to skip unchanged updates
+	name string
+	// annotHash and annotLen identify the raw topology annotation, to
+	// skip unchanged updates without keeping a copy of the JSON.
+	annotHash uint64
+	annotLen  int
+	// slot is the node's index into a cycle's choices (see gpuState.slots).
+	slot int
 	// sharing is set when the node's device plugin serves GPU shares
 	// (label kubegpu.io/gpu-sharing=true); shares go nowhere else, or the
 	// kubelet would reject the pod.
@@ -52,29 +60,106 @@ type gpuState struct {
 	nodes    map[string]*nodeGPUs
 	bookings map[types.UID]*booking
 	args     *Args
+	// slots gives every node a small dense index, so a scheduling cycle
+	// can keep Filter's choice per node in a plain slice instead of a
+	// map (no hashing, no allocation per node). A deleted node's slot is
+	// reused; a cycle's entry names the nodeGPUs it was computed for, so
+	// a reused or replaced slot is never mistaken for another node's.
+	slots     []*nodeGPUs
+	freeSlots []int
+	seed      maphash.Seed
+	// interned holds one copy of what identical nodes share (link
+	// matrices, product names, PCI bus IDs), so 5000 nodes of a few
+	// shapes keep a few copies: a decoded 8-GPU link matrix is 1.7 KiB.
+	interned internTable
 }
 
 func newGPUState(args *Args) *gpuState {
-	return &gpuState{nodes: map[string]*nodeGPUs{}, bookings: map[types.UID]*booking{}, args: args}
+	return &gpuState{
+		nodes:    map[string]*nodeGPUs{},
+		bookings: map[types.UID]*booking{},
+		args:     args,
+		seed:     maphash.MakeSeed(),
+		interned: internTable{links: map[string][][]gpunode.Link{}, strs: map[string]string{}},
+	}
+}
+
+// internTable maps values to their shared copy. It is bounded: a cluster
+// of unusual nodes simply keeps its own copies past the limit.
+type internTable struct {
+	links map[string][][]gpunode.Link
+	strs  map[string]string
+}
+
+const maxInterned = 4096
+
+func (t *internTable) str(s string) string {
+	if v, ok := t.strs[s]; ok {
+		return v
+	}
+	if len(t.strs) < maxInterned {
+		s = strings.Clone(s) // do not pin the annotation JSON it came from
+		t.strs[s] = s
+	}
+	return s
+}
+
+// intern replaces the node's link matrix and repeated strings by shared
+// copies. Safe because a decoded Node is read-only and its prepared
+// set-selection tables depend only on the (equal) matrix.
+func (t *internTable) intern(n *gpunode.Node) {
+	key := make([]byte, 0, 1+len(n.Links)*len(n.Links)*12)
+	key = append(key, byte(len(n.Links)))
+	for _, row := range n.Links {
+		for _, l := range row {
+			nvs := byte(0)
+			if l.NVSwitch {
+				nvs = 1
+			}
+			key = binary.AppendVarint(key, int64(l.NVLinks))
+			key = append(key, nvs)
+			key = binary.AppendVarint(key, int64(l.PCIe))
+		}
+	}
+	if links, ok := t.links[string(key)]; ok {
+		n.Links = links
+	} else if len(t.links) < maxInterned {
+		t.links[string(key)] = n.Links
+	}
+	for i := range n.GPUs {
+		n.GPUs[i].Product = t.str(n.GPUs[i].Product)
+		n.GPUs[i].PCIBusID = t.str(n.GPUs[i].PCIBusID)
+	}
 }
 
 // setNode records a node's inventory annotation.
 func (c *gpuState) setNode(node *v1.Node) {
 	annot := node.Annotations[contract.AnnotationTopology]
+	hash := maphash.String(c.seed, annot)
 	sharing := node.Labels[contract.LabelGPUSharing] == "true"
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ng := c.nodes[node.Name]
-	if ng != nil && ng.annot == annot {
-		ng.sharing = sharing
+	old := c.nodes[node.Name]
+	if old != nil && old.annotHash == hash && old.annotLen == len(annot) {
+		old.sharing = sharing
 		return
 	}
-	ng = &nodeGPUs{name: node.Name, annot: annot, sharing: sharing}
+	ng := &nodeGPUs{name: node.Name, annotHash: hash, annotLen: len(annot), sharing: sharing}
+	if old != nil {
+		ng.slot = old.slot
+	} else if n := len(c.freeSlots); n > 0 {
+		ng.slot, c.freeSlots = c.freeSlots[n-1], c.freeSlots[:n-1]
+	} else {
+		ng.slot = len(c.slots)
+		c.slots = append(c.slots, nil)
+	}
+	c.slots[ng.slot] = ng
 	if annot != "" {
 		topo, err := gpunode.Decode(annot)
 		if err != nil {
 			ng.err = fmt.Errorf("node %s: %w", node.Name, err)
 		} else {
+			c.interned.intern(topo)
 			ng.topo = topo
 			ng.pos = make(map[string]int, len(topo.GPUs))
 			for i, g := range topo.GPUs {
@@ -91,6 +176,10 @@ func (c *gpuState) setNode(node *v1.Node) {
 func (c *gpuState) deleteNode(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if ng := c.nodes[name]; ng != nil {
+		c.slots[ng.slot] = nil
+		c.freeSlots = append(c.freeSlots, ng.slot)
+	}
 	delete(c.nodes, name)
 }
 

@@ -30,7 +30,8 @@ func Options() []app.Option {
 
 // Profile is the KubeSchedulerConfiguration profile kubegpu ships
 // (deploy/ holds the same): the default plugins plus GPUPack at every
-// extension point it implements. NodeResourcesFit ignores the GPU-share
+// extension point it implements, and first at bind so the GPU choice is
+// written with the binding. NodeResourcesFit ignores the GPU-share
 // resource, which GPUPack accounts per GPU, and packs GPUs
 // (MostAllocated) instead of spreading them. Gang runs at every point it
 // implements too; its PostFilter is also listed alone so that it runs
@@ -46,6 +47,12 @@ const Profile = `- schedulerName: kubegpu-scheduler
     postFilter:
       enabled:
       - name: Gang
+    # GPUPack binds first: it writes kubegpu.io/gpu-ids in the Binding
+    # itself (one API write per pod); pods without GPUs fall through to
+    # DefaultBinder.
+    bind:
+      enabled:
+      - name: GPUPack
   pluginConfig:
   - name: NodeResourcesFit
     args:

@@ -117,7 +117,18 @@ func TestGPUPackMemoryAndShares(t *testing.T) {
 		"l4":   addShapedNode(ctx, t, env, "pcie-4xl4", "l4", nil),
 		"h100": addShapedNode(ctx, t, env, "dgx-h100", "h100", sharing),
 	}
+	// A CPU-only node without GPU inventory still takes CPU-only pods.
+	if _, err := testenv.AddGPUNode(ctx, env.Client, testenv.GPUNode{Name: "cpu", Labels: map[string]string{"pool": "cpu"}}); err != nil {
+		t.Fatal(err)
+	}
 	startScheduler(t, env)
+
+	cpuOnly := newPod("cpu-only")
+	cpuOnly.Spec.NodeSelector = map[string]string{"pool": "cpu"}
+	createPods(ctx, t, env, cpuOnly)
+	if _, err := testenv.WaitForPod(ctx, env.Client, "default", "cpu-only", testenv.Bound); err != nil {
+		t.Fatal(err)
+	}
 
 	createPods(ctx, t, env,
 		newPod("needs-40gi", withResource(contract.ResourceGPU, "1"), withAnnotation(contract.AnnotationGPUMemoryMin, "40Gi")),
