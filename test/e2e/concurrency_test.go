@@ -255,8 +255,10 @@ func createShapedNode(ctx context.Context, client kubernetes.Interface, shape, n
 	if err != nil {
 		return nil, err
 	}
+	labels := gfdLabels(inv)
+	labels[contract.LabelGPUSharing] = "true" // these nodes serve shares too
 	_, err = testenv.AddGPUNode(ctx, client, testenv.GPUNode{
-		Name: name, GPUs: len(inv.GPUs), Labels: gfdLabels(inv),
+		Name: name, GPUs: len(inv.GPUs), Labels: labels,
 		Annotations: map[string]string{contract.AnnotationTopology: annot},
 	})
 	return inv, err
