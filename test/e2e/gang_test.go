@@ -398,11 +398,16 @@ func TestGangCountsBoundMembers(t *testing.T) {
 	defer cancel()
 	addShapedNode(ctx, t, env, "dgx-h100", "n1", nil)
 	addShapedNode(ctx, t, env, "dgx-h100", "n2", nil)
+	// A scheduler crashed after binding half of an admitted gang: two
+	// members are bound (written here as the binding left them), the
+	// scheduler that bound them is gone, and a new one takes over.
+	first := startScheduler(t, env)
 	for i, node := range []string{"n1", "n2"} {
 		p := gangMember(fmt.Sprintf("early-%d", i), "restart", 4, 4, "5s")
 		p.Spec.NodeName = node
 		createPods(ctx, t, env, p)
 	}
+	first.Stop()
 	startScheduler(t, env)
 	timeouts := metric(t, "kubegpu_gang_timeouts_total")
 
