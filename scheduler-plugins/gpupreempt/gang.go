@@ -130,7 +130,11 @@ func (pl *Plugin) preemptForGang(ctx context.Context, c *cycle, state fwk.CycleS
 		nodeName, chosen, st := pl.placeMember(ctx, c, sims, infos, pod, evicted, pdbs)
 		if !st.IsSuccess() {
 			msg := fmt.Sprintf("gang %s: preemption can place %d of the %d members it needs (%s); evicting nobody", id.Key, i, need, st.Message())
-			pl.fh.EventRecorder().Eventf(pod, nil, v1.EventTypeWarning, EventGangNoRoom, "Preempting", "%s", note("%s", msg))
+			if len(victims) > 0 || st.Code() != fwk.UnschedulableAndUnresolvable {
+				// Only when there was something to evict: a gang among
+				// equals simply waits, as without preemption.
+				pl.fh.EventRecorder().Eventf(pod, nil, v1.EventTypeWarning, EventGangNoRoom, "Preempting", "%s", note("%s", msg))
+			}
 			logger.V(2).Info("Gang preemption not possible", "gang", id.Key, "placed", i, "needed", need)
 			return nil, fwk.NewStatus(fwk.Unschedulable, msg)
 		}
@@ -235,6 +239,7 @@ func (pl *Plugin) placeMember(ctx context.Context, c *cycle, sims map[string]*si
 	var bestNode string
 	var best *plan
 	reasons := map[string]int{}
+	anyVictims := false
 	for _, info := range infos {
 		n := info.Node().Name
 		s := sims[n]
@@ -246,6 +251,7 @@ func (pl *Plugin) placeMember(ctx context.Context, c *cycle, sims map[string]*si
 			reasons["no lower-priority pods to evict"]++
 			continue
 		}
+		anyVictims = true
 		p, st := pl.selectOnNode(ctx, c, s.state.Clone(), pod, s.ni.Snapshot(), units, pdbs)
 		if !st.IsSuccess() {
 			reasons[st.Message()]++
@@ -261,7 +267,11 @@ func (pl *Plugin) placeMember(ctx context.Context, c *cycle, sims map[string]*si
 			parts = append(parts, fmt.Sprintf("%d node(s): %s", k, r))
 		}
 		sort.Strings(parts)
-		return "", nil, fwk.NewStatus(fwk.Unschedulable, strings.Join(parts, "; "))
+		code := fwk.Unschedulable
+		if !anyVictims {
+			code = fwk.UnschedulableAndUnresolvable
+		}
+		return "", nil, fwk.NewStatus(code, strings.Join(parts, "; "))
 	}
 	c.setPlan(bestNode, best)
 	return bestNode, best.victims, nil
