@@ -1,6 +1,7 @@
 package gpupack
 
 import (
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -111,8 +112,39 @@ func lessClass(a, b class) bool {
 	return a.models < b.models
 }
 
+// snapTolerance is how far the mix may drift before Score sees a new
+// snapshot: the largest change of any cumulative class probability.
+// Scores are whole points of a rise of a whole node's capacity, so a
+// drift this small rarely changes one, while a stable snapshot lets the
+// memo (memo.go) answer repeat visits of unchanged nodes.
+const snapTolerance = 0.005
+
 func (m *mix) refreshLocked() {
-	m.snap.Store(newFragModel(m.weight))
+	fm := newFragModel(m.weight)
+	if old := m.snap.Load(); old != nil && old.near(fm, snapTolerance) {
+		return
+	}
+	m.snap.Store(fm)
+}
+
+// near reports whether o has the same classes as fm with every
+// cumulative probability within tol.
+func (fm *fragModel) near(o *fragModel, tol float64) bool {
+	if len(fm.groups) != len(o.groups) {
+		return false
+	}
+	for i := range fm.groups {
+		a, b := &fm.groups[i], &o.groups[i]
+		if a.whole != b.whole || a.milli != b.milli || !slices.Equal(a.models, b.models) || !slices.Equal(a.cpu, b.cpu) {
+			return false
+		}
+		for j := range a.cum {
+			if math.Abs(a.cum[j]-b.cum[j]) > tol {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (m *mix) current() *fragModel { return m.snap.Load() }

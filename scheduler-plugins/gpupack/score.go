@@ -21,7 +21,9 @@ const scoreScale = 100
 //     when the pod states no minimum.
 //
 // cpuLeft is the node's unrequested CPU (unlimitedCPU when unknown). The
-// caller holds the cache lock for reading.
+// caller holds the cache lock for reading. Score answers repeat visits
+// from the memo (memo.go): every input read here must be part of the
+// memo's key or of its entry's score fields.
 func (p *Plugin) scoreChoice(ng *nodeGPUs, r request, c choice, cpuLeft int64) int64 {
 	fm := r.frag
 	if fm == nil {
