@@ -1,6 +1,7 @@
 package grafana
 
 import (
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -119,5 +120,29 @@ func TestQueriesOfVariables(t *testing.T) {
 	d.Templating.List = []Variable{{Name: "e", Type: "query", Query: []byte(`"metrics(kube_.*)"`)}}
 	if _, err := d.Queries(); err == nil {
 		t.Error("an unknown variable query passed")
+	}
+}
+
+// TestDocsDescribePanels: docs/dashboards.md names every dashboard and
+// every panel, so the page cannot fall behind the JSON.
+func TestDocsDescribePanels(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/dashboards.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob("*.json")
+	for _, f := range files {
+		d, err := Load(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(doc), "## "+d.Title) {
+			t.Errorf("docs/dashboards.md has no section %q", d.Title)
+		}
+		for _, p := range d.AllPanels() {
+			if !strings.Contains(string(doc), "| "+p.Title+" (") {
+				t.Errorf("docs/dashboards.md does not describe panel %q of %s", p.Title, f)
+			}
+		}
 	}
 }
