@@ -38,6 +38,9 @@ const (
 	chartDir     = "../../deploy/helm/kubegpu"
 	manifestsDir = "../../deploy/manifests"
 	kedaModule   = "github.com/kedacore/keda/v2"
+	// The Prometheus Operator's ServiceMonitor CRD, vendored (see its
+	// README.md).
+	serviceMonitorCRD = "testdata/prometheus-operator/monitoring.coreos.com_servicemonitors.yaml"
 )
 
 // readObjects splits a multi-document YAML (or JSON) file into objects.
@@ -232,7 +235,7 @@ func TestDeployDryRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	a := newApplier(t, env)
-	installCRDs(ctx, t, a, kedaCRDs(t))
+	installCRDs(ctx, t, a, append(kedaCRDs(t), serviceMonitorCRD))
 
 	// What gets applied: files on disk as users apply them, and chart
 	// renderings written to files so they take the same path.
@@ -240,6 +243,11 @@ func TestDeployDryRun(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no manifests in %s: %v", manifestsDir, err)
 	}
+	monitoring, err := filepath.Glob(filepath.Join(manifestsDir, "monitoring", "*.yaml"))
+	if err != nil || len(monitoring) == 0 {
+		t.Fatalf("no manifests in %s/monitoring: %v", manifestsDir, err)
+	}
+	files = append(files, monitoring...)
 	examples, err := filepath.Glob("../../examples/*/*.yaml")
 	if err != nil || len(examples) == 0 {
 		t.Fatalf("no examples: %v", err)
@@ -258,8 +266,6 @@ func TestDeployDryRun(t *testing.T) {
 			"devicePlugin": map[string]any{"gpuSharing": true, "runtimeClassName": "nvidia"},
 			"scheduler":    map[string]any{"gpuPackArgs": map[string]any{"multiGPUInterconnect": "NVLink"}, "gangArgs": map[string]any{"defaultTimeout": "10m"}},
 		}}},
-		// The Services of the ServiceMonitors; the ServiceMonitors
-		// themselves need the Prometheus Operator's CRDs, not installed.
 		{"release-gpu-in-infra", render.Options{ReleaseName: "gpu", Namespace: "infra", Values: map[string]any{"serviceMonitors": map[string]any{"enabled": true}}}},
 	}
 	dir := t.TempDir()
@@ -269,14 +275,8 @@ func TestDeployDryRun(t *testing.T) {
 		if err != nil {
 			t.Fatalf("render %s: %v", v.name, err)
 		}
-		var kept []render.Manifest
-		for _, m := range ms {
-			if m.Kind != "ServiceMonitor" {
-				kept = append(kept, m)
-			}
-		}
 		path := filepath.Join(dir, v.name+".yaml")
-		if err := os.WriteFile(path, render.Join(kept), 0o600); err != nil {
+		if err := os.WriteFile(path, render.Join(ms), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		files = append(files, path)
@@ -383,6 +383,19 @@ spec:
       targetQueueDepth: 4
 `,
 		wantErr: "targetQueueDepth",
+	}, {
+		name: "ServiceMonitor with a misspelt endpoint field",
+		yaml: `apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata: {name: scaler, namespace: kubegpu-system}
+spec:
+  selector:
+    matchLabels: {app.kubernetes.io/component: scaler}
+  endpoints:
+  - port: metrics
+    intervall: 30s
+`,
+		wantErr: "intervall",
 	}, {
 		name: "Indexed Job without completions",
 		yaml: `apiVersion: batch/v1
