@@ -197,6 +197,18 @@ func TestRender(t *testing.T) {
 		values:  map[string]any{"scaler": map[string]any{"tls": map[string]any{"enabled": true}}},
 		wantErr: "scaler.tls.secretName",
 	}, {
+		name:    "misspelt value (values.schema.json)",
+		values:  map[string]any{"devicePlugn": map[string]any{"enabled": false}},
+		wantErr: "devicePlugn",
+	}, {
+		name:    "value of the wrong type",
+		values:  map[string]any{"scheduler": map[string]any{"replicas": "two"}},
+		wantErr: "replicas",
+	}, {
+		name:    "not a duration",
+		values:  map[string]any{"scaler": map[string]any{"pollInterval": "5 seconds"}},
+		wantErr: "pollInterval",
+	}, {
 		name:   "scaler without the pods source",
 		values: map[string]any{"scaler": map[string]any{"podsSource": false}},
 		check: func(t *testing.T, objs map[string]any) {
