@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,12 +12,15 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/pflag"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/component-base/metrics/legacyregistry"
+	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 	internalcache "k8s.io/kubernetes/pkg/scheduler/backend/cache"
 	"k8s.io/kubernetes/pkg/scheduler/framework/plugins"
 	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
@@ -59,6 +63,62 @@ func chartSchedulerConfig(t *testing.T, values map[string]any) string {
 	}
 	t.Fatal("the chart renders no scheduler ConfigMap")
 	return ""
+}
+
+// TestChartSchedulerArgs: the chart's scheduler container args parse
+// with kube-scheduler's own flag set and validate, and --config points at
+// the mounted ConfigMap key.
+func TestChartSchedulerArgs(t *testing.T) {
+	ms, err := render.Render(render.Options{ChartDir: chartDir, Values: map[string]any{"scheduler": map[string]any{"extraArgs": []any{"--kube-api-qps=50"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dep *appsv1.Deployment
+	for _, m := range ms {
+		if m.Kind == "Deployment" && m.Name == "kubegpu-scheduler" {
+			obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(m.Content), nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dep = obj.(*appsv1.Deployment)
+		}
+	}
+	if dep == nil {
+		t.Fatal("no scheduler Deployment")
+	}
+	c := dep.Spec.Template.Spec.Containers[0]
+	parse := func(args []string) (*options.Options, error) {
+		opts := options.NewOptions()
+		fs := pflag.NewFlagSet("kube-scheduler", pflag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		for _, f := range opts.Flags.FlagSets {
+			fs.AddFlagSet(f)
+		}
+		return opts, fs.Parse(args)
+	}
+	opts, err := parse(c.Args)
+	if err != nil {
+		t.Fatalf("scheduler args %v: %v", c.Args, err)
+	}
+	// As kube-scheduler does once --config is read.
+	if opts.ComponentConfig, err = loadSchedulerConfig(t, chartSchedulerConfig(t, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if errs := opts.Validate(); len(errs) > 0 {
+		t.Errorf("scheduler args %v: %v", c.Args, errs)
+	}
+	if _, err := parse([]string{"--no-such-flag"}); err == nil {
+		t.Error("an unknown kube-scheduler flag parsed")
+	}
+	mounted := ""
+	for _, vm := range c.VolumeMounts {
+		if vm.Name == "config" {
+			mounted = vm.MountPath + "/kubegpu-scheduler-config.yaml"
+		}
+	}
+	if opts.ConfigFile != mounted || mounted == "" {
+		t.Errorf("--config=%q, want the mounted ConfigMap key %q", opts.ConfigFile, mounted)
+	}
 }
 
 // TestChartSchedulerConfig: the chart's KubeSchedulerConfiguration loads
