@@ -18,7 +18,7 @@ TEST_FLAGS ?=
 BENCH ?= .
 BENCH_FLAGS ?= -benchmem -count=1
 
-.PHONY: all build test bench bench-throughput lint fmt clean $(COMMANDS)
+.PHONY: all build test bench bench-throughput lint fmt clean manifests $(COMMANDS)
 
 all: build
 
@@ -50,6 +50,12 @@ lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+
+# Render deploy/helm/kubegpu into deploy/manifests/ (and copy
+# deploy/grafana/*.json into the chart) with Helm's own engine; no helm
+# binary needed. deploy/render's test fails while they are out of date.
+manifests:
+	$(GO) run ./deploy/render/gen
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
