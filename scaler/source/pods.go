@@ -164,8 +164,12 @@ func (p *Pods) Fetch(ctx context.Context) (Snapshot, error) {
 		}
 		snap.Latency.Observations = window.Total()
 		if v, ok := window.Quantile(p.cfg.Meta.LatencyPercentile); ok {
+			d, err := latencyDuration(v, p.cfg.Meta.LatencyHistogram.UnitSeconds)
+			if err != nil {
+				return Snapshot{}, fmt.Errorf("histogram %s: %w", p.cfg.Meta.LatencyHistogram.Name, err)
+			}
 			snap.Latency.Valid = true
-			snap.Latency.Value = time.Duration(v * p.cfg.Meta.LatencyHistogram.UnitSeconds * float64(time.Second))
+			snap.Latency.Value = d
 		}
 	}
 	return snap, nil

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"time"
 )
@@ -81,6 +82,12 @@ func get(ctx context.Context, client *http.Client, url string, timeout time.Dura
 		return nil, fmt.Errorf("GET %s: %w", url, err)
 	}
 	defer resp.Body.Close()
+	// A declared length over the limit is refused before reading a byte:
+	// a misbehaving server costs no memory or CPU. Bodies without a length
+	// (chunked) are read up to the limit and cut there.
+	if resp.ContentLength > limit {
+		return nil, fmt.Errorf("GET %s: %w (%d bytes, Content-Length %d)", url, ErrBodyTooLarge, limit, resp.ContentLength)
+	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", url, err)
@@ -92,4 +99,29 @@ func get(ctx context.Context, client *http.Client, url string, timeout time.Dura
 		return nil, fmt.Errorf("GET %s: HTTP %d: %.200s", url, resp.StatusCode, body)
 	}
 	return body, nil
+}
+
+// latencyDuration turns a percentile in the histogram's unit into a
+// duration. A negative or infinite percentile comes only from a broken
+// histogram and is an error; one beyond what a Duration holds (~292
+// years) saturates, since float-to-int conversion would wrap it negative
+// and read a huge latency as none.
+func latencyDuration(v, unitSeconds float64) (time.Duration, error) {
+	s := v * unitSeconds
+	if math.IsNaN(s) || math.IsInf(s, 0) || s < 0 {
+		return 0, fmt.Errorf("latency percentile %v is not a duration", v)
+	}
+	if ns := s * float64(time.Second); ns < float64(math.MaxInt64) {
+		return time.Duration(ns), nil
+	}
+	return time.Duration(math.MaxInt64), nil
+}
+
+// checkValue rejects what no gauge of waiting or running requests can
+// hold: a missing data point must never read as zero or negative demand.
+func checkValue(what string, v float64) error {
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+		return fmt.Errorf("invalid %s value %v", what, v)
+	}
+	return nil
 }
