@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	crlog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/kubegpu/kubegpu/scaler/internal/faultsrv"
 	"github.com/kubegpu/kubegpu/scaler/server"
 )
 
@@ -26,98 +26,16 @@ import (
 // logger; without one set it prints a stack trace warning instead.
 func init() { crlog.SetLogger(logr.Discard()) }
 
-// fault is what a faulty metric endpoint does to each request.
-type fault int32
-
 const (
-	healthy fault = iota
-	// crash: the connection is dropped without an answer, like a server
-	// process that died mid-request.
-	crash
-	// flap: healthy and crash alternate every flapPeriod.
-	flap
-	// slow: the answer comes after slowDelay, well past the source timeout.
-	slow
-	// garbage: 200 with bytes that are no metrics format (an HTML error
-	// page from a proxy, truncated JSON).
-	garbage
-	// huge: an endless stream of well-formed lines, no Content-Length.
-	huge
-	// hugeDeclared: Content-Length of 1 GiB.
-	hugeDeclared
-	// unavailable: 503 from a proxy in front of the server.
-	unavailable
-)
-
-func (f fault) String() string {
-	return [...]string{"healthy", "crash", "flap", "slow", "garbage", "huge", "huge-declared", "unavailable"}[f]
-}
-
-const (
-	flapPeriod    = 120 * time.Millisecond
-	slowDelay     = 3 * time.Second
 	sourceTimeout = 300 * time.Millisecond
 	maxBody       = 1 << 20
 )
-
-// faultyHandler serves good (a text format or a Prometheus answer) or the
-// current fault.
-type faultyHandler struct {
-	mode  atomic.Int32
-	start time.Time
-	good  func(w http.ResponseWriter, r *http.Request)
-	// line is one well-formed line repeated by huge.
-	line string
-}
-
-func (h *faultyHandler) set(f fault) { h.mode.Store(int32(f)) }
-
-func (h *faultyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f := fault(h.mode.Load())
-	if f == flap {
-		f = healthy
-		if (time.Since(h.start)/flapPeriod)%2 == 1 {
-			f = crash
-		}
-	}
-	switch f {
-	case healthy:
-		h.good(w, r)
-	case crash:
-		conn, _, err := w.(http.Hijacker).Hijack()
-		if err == nil {
-			conn.Close()
-		}
-	case slow:
-		select {
-		case <-r.Context().Done():
-		case <-time.After(slowDelay):
-			h.good(w, r)
-		}
-	case garbage:
-		fmt.Fprint(w, "<html><body>502 Bad Gateway</body></html>\n{\"status\":\"succ")
-	case huge:
-		block := []byte(strings.Repeat(h.line, 64<<10/len(h.line)))
-		for r.Context().Err() == nil {
-			if _, err := w.Write(block); err != nil {
-				return
-			}
-		}
-	case hugeDeclared:
-		w.Header().Set("Content-Length", strconv.Itoa(1<<30))
-		w.WriteHeader(http.StatusOK)
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-	case unavailable:
-		http.Error(w, "upstream connect error", http.StatusServiceUnavailable)
-	}
-}
 
 // faultEnv is a scaler with short timeouts in front of one faulty pair of
 // vLLM pods, one faulty Prometheus and one healthy pair of pods.
 type faultEnv struct {
 	addr                  string
-	pods, prom            *faultyHandler
+	pods, prom            *faultsrv.Handler
 	podsPort, healthyPort int
 	promURL               string
 }
@@ -143,12 +61,12 @@ func listenPair(t *testing.T, h http.Handler) int {
 func startFaultEnv(t *testing.T) *faultEnv {
 	t.Helper()
 	e := &faultEnv{}
-	e.pods = &faultyHandler{start: time.Now(), line: "vllm:num_requests_waiting{engine=\"0\"} 3\n", good: func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprint(w, vllmText)
-	}}
+	e.pods = faultsrv.New(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, vllmText) },
+		"vllm:num_requests_waiting{engine=\"0\"} 3\n")
+	e.pods.SlowDelay = 3 * time.Second
 	e.podsPort = listenPair(t, e.pods)
 	e.healthyPort = listenPair(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, vllmText) }))
-	e.prom = &faultyHandler{start: time.Now(), line: `{"metric":{"pod":"x"},"value":[1,"1"]},`, good: func(w http.ResponseWriter, r *http.Request) {
+	e.prom = faultsrv.New(func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query().Get("query")
 		switch {
 		case strings.Contains(q, "vllm:num_requests_waiting"):
@@ -156,7 +74,8 @@ func startFaultEnv(t *testing.T) *faultEnv {
 		default:
 			fmt.Fprint(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{"pod":"llama-0"},"value":[1,"8"]}]}}`)
 		}
-	}}
+	}, `{"metric":{"pod":"x"},"value":[1,"1"]},`)
+	e.prom.SlowDelay = 3 * time.Second
 	promSrv := httptest.NewServer(e.prom)
 	t.Cleanup(promSrv.Close)
 	e.promURL = promSrv.URL
@@ -222,20 +141,20 @@ func TestKEDAClientSourceFaults(t *testing.T) {
 	// What the error KEDA sees must say (the source's own words travel in
 	// the gRPC status).
 	faults := []struct {
-		f    fault
+		f    faultsrv.Fault
 		want string
 	}{
-		{crash, "GET "},
-		{slow, "deadline exceeded"},
-		{garbage, "pods: text format parsing error; prometheus: decode: invalid character"},
-		{huge, "size limit"},
-		{hugeDeclared, "Content-Length 1073741824"},
-		{unavailable, "HTTP 503"},
-		{flap, "GET "},
+		{faultsrv.Crash, "GET "},
+		{faultsrv.Slow, "deadline exceeded"},
+		{faultsrv.Garbage, "pods: text format parsing error; prometheus: decode: invalid character"},
+		{faultsrv.Huge, "size limit"},
+		{faultsrv.HugeDeclared, "Content-Length 1073741824"},
+		{faultsrv.Unavailable, "HTTP 503"},
+		{faultsrv.Flap, "GET "},
 	}
 	for _, src := range []struct {
 		name string
-		h    *faultyHandler
+		h    *faultsrv.Handler
 		md   map[string]string
 		good float64
 	}{
@@ -245,12 +164,12 @@ func TestKEDAClientSourceFaults(t *testing.T) {
 	} {
 		for _, ft := range faults {
 			t.Run(src.name+"/"+ft.f.String(), func(t *testing.T) {
-				src.h.set(healthy)
+				src.h.Set(faultsrv.Healthy)
 				sc := kedaScaler(t, src.name+"-"+ft.f.String(), src.md, nil)
 				if v, active, err := pollValue(t, sc); err != nil || v != src.good || !active {
 					t.Fatalf("before the fault: %v active %v, %v; want %v", v, active, err, src.good)
 				}
-				src.h.set(ft.f)
+				src.h.Set(ft.f)
 				// Watch for 2.5s: longer than a fetch timeout (1s) and
 				// MaxAge (2s), so a wedged fetch has to show too.
 				var errs, goods int
@@ -293,11 +212,11 @@ func TestKEDAClientSourceFaults(t *testing.T) {
 				if !strings.Contains(lastErr.Error(), "Unavailable") || !strings.Contains(lastErr.Error(), want) {
 					t.Errorf("error %q, want Unavailable naming %q", lastErr, want)
 				}
-				if ft.f == flap && goods == 0 {
+				if ft.f == faultsrv.Flap && goods == 0 {
 					t.Errorf("flapping source never answered between outages")
 				}
 				t.Logf("%s %s: %d errors, %d last-good answers; last error: %v", src.name, ft.f, errs, goods, lastErr)
-				src.h.set(healthy)
+				src.h.Set(faultsrv.Healthy)
 				if v, active, err := pollValue(t, sc); err != nil || v != src.good || !active {
 					t.Fatalf("after the fault: %v active %v, %v; want %v", v, active, err, src.good)
 				}

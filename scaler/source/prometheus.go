@@ -182,11 +182,11 @@ type promResponse struct {
 
 func (p *Prometheus) query(ctx context.Context, q string) ([]series, error) {
 	u := p.cfg.Meta.ServerAddress + "/api/v1/query?" + url.Values{"query": {q}}.Encode()
-	body, err := get(ctx, p.cfg.Client, u, p.cfg.Timeout, p.cfg.MaxBodyBytes, "application/json")
-	if err != nil {
-		return nil, fmt.Errorf("prometheus query %q: %w", q, err)
-	}
-	out, err := decodeVector(body)
+	var out []series
+	err := get(ctx, p.cfg.Client, u, p.cfg.Timeout, p.cfg.MaxBodyBytes, "application/json", func(body []byte) (err error) {
+		out, err = decodeVector(body)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("prometheus query %q: %w", q, err)
 	}

@@ -222,3 +222,25 @@ func TestPrometheusHugeLatencySaturates(t *testing.T) {
 		t.Fatalf("got %+v, %v; want a saturated latency", snap.Latency, err)
 	}
 }
+
+func TestReadLimited(t *testing.T) {
+	for _, tt := range []struct {
+		size, limit int
+		wantLen     int
+	}{
+		{0, 10, 0},
+		{10, 10, 10},
+		{11, 10, 11}, // one byte over: the caller sees len > limit
+		{1 << 20, 100, 101},
+		{100 << 10, 1 << 20, 100 << 10},
+	} {
+		body := strings.Repeat("x", tt.size)
+		got, err := readLimited(strings.NewReader(body), nil, int64(tt.limit))
+		if err != nil || len(got) != tt.wantLen || cap(got) > tt.limit+1 && cap(got) > 32<<10 {
+			t.Errorf("size %d limit %d: len %d cap %d, %v; want len %d, cap at most limit+1", tt.size, tt.limit, len(got), cap(got), err, tt.wantLen)
+		}
+		if string(got) != body[:tt.wantLen] {
+			t.Errorf("size %d limit %d: wrong bytes", tt.size, tt.limit)
+		}
+	}
+}
