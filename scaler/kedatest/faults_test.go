@@ -170,6 +170,8 @@ func TestKEDAClientSourceFaults(t *testing.T) {
 					t.Fatalf("before the fault: %v active %v, %v; want %v", v, active, err, src.good)
 				}
 				src.h.Set(ft.f)
+				injected := time.Now()
+				var firstErr time.Duration
 				// Watch for 2.5s: longer than a fetch timeout (1s) and
 				// MaxAge (2s), so a wedged fetch has to show too.
 				var errs, goods int
@@ -181,6 +183,9 @@ func TestKEDAClientSourceFaults(t *testing.T) {
 					cancel()
 					switch {
 					case err != nil:
+						if errs == 0 {
+							firstErr = time.Since(injected)
+						}
 						errs++
 						lastErr = err
 						if len(vals) != 0 || active {
@@ -192,7 +197,7 @@ func TestKEDAClientSourceFaults(t *testing.T) {
 						t.Fatalf("during %s KEDA saw values %v active %v: not the last good value %v", ft.f, vals, active, src.good)
 					}
 					// The healthy ScaledObject is not held up by the fault.
-					ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+					ctx, cancel = context.WithTimeout(context.Background(), 3*time.Second)
 					fv, factive, ferr := fine.GetMetricsAndActivity(ctx, metricName)
 					cancel()
 					if ferr != nil || len(fv) != 1 || fv[0].Value.AsApproximateFloat64() != 3 || !factive {
@@ -215,7 +220,8 @@ func TestKEDAClientSourceFaults(t *testing.T) {
 				if ft.f == faultsrv.Flap && goods == 0 {
 					t.Errorf("flapping source never answered between outages")
 				}
-				t.Logf("%s %s: %d errors, %d last-good answers; last error: %v", src.name, ft.f, errs, goods, lastErr)
+				t.Logf("%s %s: first error after %v; %d errors, %d last-good answers in 2.5s; last error: %v",
+					src.name, ft.f, firstErr.Round(time.Millisecond), errs, goods, lastErr)
 				src.h.Set(faultsrv.Healthy)
 				if v, active, err := pollValue(t, sc); err != nil || v != src.good || !active {
 					t.Fatalf("after the fault: %v active %v, %v; want %v", v, active, err, src.good)
