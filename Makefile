@@ -18,7 +18,7 @@ TEST_FLAGS ?=
 BENCH ?= .
 BENCH_FLAGS ?= -benchmem -count=1
 
-.PHONY: all build test bench bench-throughput lint fmt clean manifests $(COMMANDS)
+.PHONY: all build test fuzz bench bench-throughput lint fmt clean manifests $(COMMANDS)
 
 all: build
 
@@ -31,6 +31,20 @@ $(COMMANDS):
 # (embedded etcd) and kube-scheduler in-process; see pkg/testenv.
 test:
 	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
+
+# Each fuzz target (every "func FuzzX" in a _test.go file) runs for
+# FUZZTIME, one after the other. `make test` already runs their seed
+# corpora and the inputs kept under testdata/fuzz as plain tests.
+FUZZTIME ?= 20s
+FUZZ_FLAGS ?=
+fuzz:
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
+		dir=$$(dirname $$f); \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "== $$dir $$t ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $(FUZZ_FLAGS) $$dir; \
+		done; \
+	done
 
 # Every benchmark, BenchmarkThroughput (test/e2e) included: that one
 # alone takes minutes on a 2-core machine; see bench-throughput.

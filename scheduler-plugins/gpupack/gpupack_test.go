@@ -75,6 +75,7 @@ func TestParseRequest(t *testing.T) {
 		{name: "memory rounds up", pod: pod(map[string]string{contract.ResourceGPU: "1"}, map[string]string{contract.AnnotationGPUMemoryMin: "1"}),
 			want: request{whole: 1, memoryMiB: 1, memoryStr: "1"}},
 		{name: "bad memory", pod: pod(map[string]string{contract.ResourceGPU: "1"}, map[string]string{contract.AnnotationGPUMemoryMin: "big"}), wantErr: "gpu-memory-min"},
+		{name: "memory beyond any GPU", pod: pod(map[string]string{contract.ResourceGPU: "1"}, map[string]string{contract.AnnotationGPUMemoryMin: "8Ei"}), wantErr: "no GPU has"},
 		{name: "zero memory", pod: pod(map[string]string{contract.ResourceGPU: "1"}, map[string]string{contract.AnnotationGPUMemoryMin: "0"}), wantErr: "positive"},
 		{name: "share 0", pod: pod(map[string]string{contract.ResourceGPUMilli: "0"}, nil), wantErr: "1-999"},
 		{name: "share 1500", pod: pod(map[string]string{contract.ResourceGPUMilli: "1500"}, nil), wantErr: "1-999"},
