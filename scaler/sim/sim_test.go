@@ -1,0 +1,102 @@
+package sim
+
+import (
+	"context"
+	"reflect"
+	"testing"
+	"time"
+)
+
+// stepTrace is 3 minutes at low, 6 at high, 8 at low rate: one step up
+// and one down, long enough for a 90s cold start and a 3-5 minute
+// scale-down window.
+func stepTrace() *Trace {
+	var reqs []Request
+	add := func(from, to time.Duration, every time.Duration) {
+		for t := from; t < to; t += every {
+			reqs = append(reqs, Request{Arrival: t, Prompt: 1000 + int(t/time.Millisecond)%700, Output: 20 + int(t/time.Millisecond)%30})
+		}
+	}
+	add(0, 3*time.Minute, 500*time.Millisecond)              // 2/s
+	add(3*time.Minute, 9*time.Minute, 50*time.Millisecond)   // 20/s
+	add(9*time.Minute, 17*time.Minute, 500*time.Millisecond) // 2/s
+	return &Trace{Name: "step", Requests: reqs}
+}
+
+func TestEndToEndStepTrace(t *testing.T) {
+	tr := stepTrace()
+	cfg := DefaultConfig()
+	rep, err := RunAll(context.Background(), tr, 1, Options{Config: cfg, Policies: PolicyNames()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Initial < 1 || rep.PeakNeed <= rep.Initial {
+		t.Fatalf("initial %d, peak need %d: want a step up", rep.Initial, rep.PeakNeed)
+	}
+	by := map[string]*PolicyResult{}
+	for _, p := range rep.Policies {
+		by[p.Policy] = p
+		r := p.Chosen
+		if r.Requests != len(tr.Requests) || r.GPUHours <= 0 || len(r.Timeline) == 0 {
+			t.Errorf("%s: %+v", p.Policy, r)
+		}
+		t.Logf("%-24s attainment %.4f GPU-h %.3f ttft p99 %.2fs events %d peak %d", r.Setting, r.Attainment, r.GPUHours, r.TTFT.P99, r.ScaleEvents, r.PeakReplicas)
+	}
+	st := by[PolicyStatic].Chosen
+	if st.Attainment < cfg.Goal || st.ScaleEvents != 0 {
+		t.Errorf("static at the peak need: attainment %.4f, %d events", st.Attainment, st.ScaleEvents)
+	}
+	// A static run costs replicas x duration.
+	if want := float64(rep.PeakNeed) * st.End.Hours(); st.GPUHours < want*0.999 || st.GPUHours > want*1.001 {
+		t.Errorf("static GPU-hours %.4f, want %.4f", st.GPUHours, want)
+	}
+	kg := by[PolicyKubegpu].Chosen
+	if kg.PeakReplicas <= rep.Initial || kg.ScaleEvents < 2 {
+		t.Errorf("kubegpu did not follow the step: peak %d, %d events", kg.PeakReplicas, kg.ScaleEvents)
+	}
+	// Replicas never serve before their cold start: at 3 minutes plus less
+	// than a cold start, no more replicas are ready than at the step.
+	for _, p := range kg.Timeline {
+		if p.At >= 3*time.Minute && p.At+15*time.Second < 3*time.Minute+cfg.Model.ColdStart && p.Ready > kg.Timeline[int(3*time.Minute/cfg.Timeline)-1].Ready {
+			t.Errorf("at %s %d replicas ready, before any cold start could finish", p.At, p.Ready)
+		}
+	}
+}
+
+func TestRunIsDeterministic(t *testing.T) {
+	tr := stepTrace()
+	cfg := DefaultConfig()
+	cfg.Initial = 2
+	for _, set := range []Setting{{Policy: PolicyKubegpu}, {Policy: PolicyKEDAQueue, Value: 4}, {Policy: PolicyHPAUtil, Value: 0.7}} {
+		a, err := Run(context.Background(), cfg, tr.Requests, set)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := Run(context.Background(), cfg, tr.Requests, set)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("%s: two runs differ:\n%+v\n%+v", set, a, b)
+		}
+	}
+}
+
+func TestRunRejectsBadInput(t *testing.T) {
+	reqs := []Request{{Prompt: 1, Output: 1}}
+	cfg := DefaultConfig()
+	for _, set := range []Setting{{Policy: "nope"}, {Policy: PolicyStatic, Value: 0}, {Policy: PolicyStatic, Value: 1.5},
+		{Policy: PolicyKEDAQueue, Value: -1}, {Policy: PolicyHPAUtil, Value: 2}} {
+		if _, err := Run(context.Background(), cfg, reqs, set); err == nil {
+			t.Errorf("%+v: no error", set)
+		}
+	}
+	bad := cfg
+	bad.SLO = 0
+	if _, err := Run(context.Background(), bad, reqs, Setting{Policy: PolicyStatic, Value: 1}); err == nil {
+		t.Error("SLO 0: no error")
+	}
+	if _, err := Run(context.Background(), cfg, nil, Setting{Policy: PolicyStatic, Value: 1}); err == nil {
+		t.Error("no requests: no error")
+	}
+}
