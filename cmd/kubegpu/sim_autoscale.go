@@ -20,6 +20,7 @@ func newSimAutoscaleCommand() *cobra.Command {
 		sweep                                 bool
 		minR, maxR                            int32
 		seed                                  uint64
+		trigger                               map[string]string
 	)
 	c := &cobra.Command{
 		Use:   "autoscale --trace FILE",
@@ -37,6 +38,18 @@ See docs/autoscale-simulator.md.`,
 			cfg.SLO, cfg.Signal, cfg.Goal = slo, presets.Signal(signal), goal/100
 			cfg.Min, cfg.Max, cfg.Seed = minR, maxR, seed
 			cfg.Model.ColdStart = coldStart
+			if len(trigger) > 0 {
+				// The user's keys over the default trigger; an empty value
+				// removes a key.
+				cfg.Trigger = autosim.KubegpuTrigger(cfg.SLO, cfg.Signal, cfg.Goal)
+				for k, v := range trigger {
+					if v == "" {
+						delete(cfg.Trigger, k)
+					} else {
+						cfg.Trigger[k] = v
+					}
+				}
+			}
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
@@ -83,6 +96,7 @@ See docs/autoscale-simulator.md.`,
 	f.Int32Var(&minR, "min-replicas", 1, "minReplicaCount")
 	f.Int32Var(&maxR, "max-replicas", 100, "maxReplicaCount")
 	f.Uint64Var(&seed, "seed", 1, "seed of the load balancer's random endpoint choice")
+	f.StringToStringVar(&trigger, "kubegpu-trigger", nil, "trigger metadata keys for the kubegpu policy over its defaults (e.g. targetQueueDepth=8,burstWindow=0; key= removes a key)")
 	f.StringVar(&jsonFile, "json", "", "write results as JSON to FILE")
 	f.StringVar(&plotFile, "plot", "", "draw arrival rate, replicas and latency over time to FILE.svg")
 	_ = c.MarkFlagRequired("trace")

@@ -153,6 +153,7 @@ func (k *kubegpuScaler) sample(ctx context.Context, s *engine) error {
 		return nil
 	}
 	k.last = k.win.Decide(k.meta, snap)
+
 	k.value, k.valid = k.last.MetricValue, true
 	return nil
 }

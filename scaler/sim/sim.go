@@ -32,6 +32,9 @@ type Config struct {
 	Seed uint64
 	// Timeline is the bucket width of the time series (0: none).
 	Timeline time.Duration
+	// Trigger, if set, replaces the kubegpu policy's trigger metadata
+	// (KubegpuTrigger).
+	Trigger map[string]string
 }
 
 // DefaultConfig returns the defaults of `kubegpu sim autoscale`.
@@ -313,7 +316,11 @@ func Run(ctx context.Context, cfg Config, reqs []Request, set Setting) (*Result,
 	initial := min(max(cfg.Initial, cfg.Min), cfg.Max)
 	switch set.Policy {
 	case PolicyKubegpu:
-		k, err := newKubegpuScaler(KubegpuTrigger(cfg.SLO, cfg.Signal, cfg.Goal), s)
+		trigger := cfg.Trigger
+		if trigger == nil {
+			trigger = KubegpuTrigger(cfg.SLO, cfg.Signal, cfg.Goal)
+		}
+		k, err := newKubegpuScaler(trigger, s)
 		if err != nil {
 			return nil, err
 		}

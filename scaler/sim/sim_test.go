@@ -17,9 +17,9 @@ func stepTrace() *Trace {
 			reqs = append(reqs, Request{Arrival: t, Prompt: 1000 + int(t/time.Millisecond)%700, Output: 20 + int(t/time.Millisecond)%30})
 		}
 	}
-	add(0, 3*time.Minute, 500*time.Millisecond)              // 2/s
-	add(3*time.Minute, 9*time.Minute, 50*time.Millisecond)   // 20/s
-	add(9*time.Minute, 17*time.Minute, 500*time.Millisecond) // 2/s
+	add(0, 3*time.Minute, 250*time.Millisecond)               // 4/s
+	add(3*time.Minute, 9*time.Minute, 62500*time.Microsecond) // 16/s
+	add(9*time.Minute, 17*time.Minute, 250*time.Millisecond)  // 4/s
 	return &Trace{Name: "step", Requests: reqs}
 }
 
@@ -65,8 +65,9 @@ func TestEndToEndStepTrace(t *testing.T) {
 
 func TestRunIsDeterministic(t *testing.T) {
 	tr := stepTrace()
+	tr.Requests = tr.Requests[:sortSearch(tr.Requests, 5*time.Minute)]
 	cfg := DefaultConfig()
-	cfg.Initial = 2
+	cfg.Initial = 1
 	for _, set := range []Setting{{Policy: PolicyKubegpu}, {Policy: PolicyKEDAQueue, Value: 4}, {Policy: PolicyHPAUtil, Value: 0.7}} {
 		a, err := Run(context.Background(), cfg, tr.Requests, set)
 		if err != nil {
@@ -99,4 +100,13 @@ func TestRunRejectsBadInput(t *testing.T) {
 	if _, err := Run(context.Background(), cfg, nil, Setting{Policy: PolicyStatic, Value: 1}); err == nil {
 		t.Error("no requests: no error")
 	}
+}
+
+func sortSearch(reqs []Request, at time.Duration) int {
+	for i, r := range reqs {
+		if r.Arrival >= at {
+			return i
+		}
+	}
+	return len(reqs)
 }
