@@ -20,7 +20,7 @@ var (
 	colSLO     = color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}
 )
 
-// Plot draws one panel per policy: arrival rate (req/s / 10), replicas, and
+// Plot draws one panel per policy: arrival rate (req/s), replicas, and
 // the p95 of the SLO signal (seconds, capped at 4x the SLO) against the
 // SLO, over time. SVG when path ends in .svg, else PNG.
 func Plot(path string, rep *Report) error {
@@ -47,12 +47,12 @@ func Plot(path string, rep *Report) error {
 		p := plot.New()
 		p.Title.Text = fmt.Sprintf("%s: %.2f%% in SLO, %.2f GPU-h (%s, speed %gx)", r.Setting, 100*r.Attainment, r.GPUHours, filepath.Base(rep.Trace), rep.Speed)
 		p.X.Label.Text = "time (s)"
-		p.Y.Label.Text = "replicas, req/s / 10, latency (s)"
+		p.Y.Label.Text = "replicas, req/s, latency (s)"
 		p.Add(plotter.NewGrid())
 		rate, reps, lat, sl := make(plotter.XYs, len(r.Timeline)), make(plotter.XYs, len(r.Timeline)), make(plotter.XYs, len(r.Timeline)), make(plotter.XYs, len(r.Timeline))
 		for k, pt := range r.Timeline {
 			x := pt.At.Seconds()
-			rate[k] = plotter.XY{X: x, Y: pt.Rate / 10}
+			rate[k] = plotter.XY{X: x, Y: pt.Rate}
 			reps[k] = plotter.XY{X: x, Y: float64(pt.Replicas)}
 			lat[k] = plotter.XY{X: x, Y: min(pt.Latency, 4*slo)}
 			sl[k] = plotter.XY{X: x, Y: slo}
@@ -63,7 +63,7 @@ func Plot(path string, rep *Report) error {
 			label string
 			dash  bool
 		}{
-			{rate, colRate, "arrivals (req/s / 10)", false},
+			{rate, colRate, fmt.Sprintf("arrivals (req/s, %s buckets)", rep.Config.Timeline), false},
 			{reps, colReplica, "replicas", false},
 			{lat, colLatency, fmt.Sprintf("%s p95 (s, capped at 4x SLO)", rep.Config.Signal), false},
 			{sl, colSLO, "SLO (s)", true},
@@ -80,7 +80,7 @@ func Plot(path string, rep *Report) error {
 			p.Add(l)
 			p.Legend.Add(s.label, l)
 		}
-		p.Legend.Top = true
+		p.Legend.Top, p.Legend.Left = true, true
 		plots[i] = []*plot.Plot{p}
 	}
 	tiles := draw.Tiles{Rows: n, Cols: 1, PadY: vg.Points(6), PadTop: vg.Points(4), PadBottom: vg.Points(4), PadLeft: vg.Points(4), PadRight: vg.Points(8)}

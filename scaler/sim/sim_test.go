@@ -1,8 +1,13 @@
 package sim
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -54,6 +59,54 @@ func TestEndToEndStepTrace(t *testing.T) {
 	if kg.PeakReplicas <= rep.Initial || kg.ScaleEvents < 2 {
 		t.Errorf("kubegpu did not follow the step: peak %d, %d events", kg.PeakReplicas, kg.ScaleEvents)
 	}
+	// The outputs: table, JSON in the issue's shape, plot.
+	var table bytes.Buffer
+	if err := WriteTable(&table, rep, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range PolicyNames() {
+		if !strings.Contains(table.String(), p) {
+			t.Errorf("table lacks %s:\n%s", p, table.String())
+		}
+	}
+	dir := t.TempDir()
+	if err := rep.WriteJSONFile(filepath.Join(dir, "r.json"), false); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "r.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Trace    string  `json:"trace"`
+		Speed    float64 `json:"speed"`
+		SLO      string  `json:"slo"`
+		Policies map[string]struct {
+			Attainment  *float64 `json:"slo_attainment"`
+			GPUHours    *float64 `json:"gpu_hours"`
+			TTFTP95     *float64 `json:"ttft_p95_s"`
+			E2EP95      *float64 `json:"e2e_p95_s"`
+			ScaleEvents *int     `json:"scale_events"`
+		} `json:"policies"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Trace != "step" || doc.Speed != 1 || doc.SLO != "2s" || len(doc.Policies) != 4 {
+		t.Errorf("json header: %+v", doc)
+	}
+	for name, p := range doc.Policies {
+		if p.Attainment == nil || p.GPUHours == nil || p.TTFTP95 == nil || p.E2EP95 == nil || p.ScaleEvents == nil {
+			t.Errorf("json %s lacks a field: %s", name, b)
+		}
+	}
+	if err := Plot(filepath.Join(dir, "p.svg"), rep); err != nil {
+		t.Fatal(err)
+	}
+	if svg, err := os.ReadFile(filepath.Join(dir, "p.svg")); err != nil || !bytes.Contains(svg, []byte("<svg")) {
+		t.Errorf("plot: %v, %.100s", err, svg)
+	}
+
 	// Replicas never serve before their cold start: at 3 minutes plus less
 	// than a cold start, no more replicas are ready than at the step.
 	for _, p := range kg.Timeline {
