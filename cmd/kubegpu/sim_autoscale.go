@@ -21,6 +21,7 @@ func newSimAutoscaleCommand() *cobra.Command {
 		minR, maxR                            int32
 		seed                                  uint64
 		trigger                               map[string]string
+		needs                                 time.Duration
 	)
 	c := &cobra.Command{
 		Use:   "autoscale --trace FILE",
@@ -71,6 +72,15 @@ See docs/autoscale-simulator.md.`,
 			if err := autosim.WriteTable(cmd.OutOrStdout(), rep, sweep); err != nil {
 				return err
 			}
+			if needs > 0 {
+				ws, err := autosim.Needs(cmd.Context(), cfg, tr.Scaled(speed), needs)
+				if err != nil {
+					return err
+				}
+				if err := autosim.WriteNeeds(cmd.OutOrStdout(), ws, needs, rep.PeakNeed); err != nil {
+					return err
+				}
+			}
 			if jsonFile != "" {
 				if err := rep.WriteJSONFile(jsonFile, sweep); err != nil {
 					return err
@@ -97,6 +107,7 @@ See docs/autoscale-simulator.md.`,
 	f.Int32Var(&maxR, "max-replicas", 100, "maxReplicaCount")
 	f.Uint64Var(&seed, "seed", 1, "seed of the load balancer's random endpoint choice")
 	f.StringToStringVar(&trigger, "kubegpu-trigger", nil, "trigger metadata keys for the kubegpu policy over its defaults (e.g. targetQueueDepth=8,burstWindow=0; key= removes a key)")
+	f.DurationVar(&needs, "needs", 0, "also print the replicas each window of this length needs on its own, and what an oracle autoscaler would cost (e.g. 5m)")
 	f.StringVar(&jsonFile, "json", "", "write results as JSON to FILE")
 	f.StringVar(&plotFile, "plot", "", "draw arrival rate, replicas and latency over time to FILE.svg")
 	_ = c.MarkFlagRequired("trace")

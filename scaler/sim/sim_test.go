@@ -163,3 +163,25 @@ func sortSearch(reqs []Request, at time.Duration) int {
 	}
 	return len(reqs)
 }
+
+func TestNeeds(t *testing.T) {
+	tr := stepTrace()
+	cfg := DefaultConfig()
+	needs, err := Needs(context.Background(), cfg, tr.Requests, 3*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 0-3m at 4/s, 3-9m at 16/s, 9-17m at 4/s.
+	if len(needs) != 6 {
+		t.Fatalf("%d windows, want 6: %+v", len(needs), needs)
+	}
+	if !(needs[1].Replicas > needs[0].Replicas && needs[2].Replicas > needs[0].Replicas && needs[3].Replicas < needs[2].Replicas) {
+		t.Errorf("needs do not follow the step: %+v", needs)
+	}
+	if got, want := OracleGPUHours(needs[:1], 3*time.Minute), float64(needs[0].Replicas)*0.05; got != want {
+		t.Errorf("oracle %.3f GPU-h, want %.3f", got, want)
+	}
+	if _, err := Needs(context.Background(), cfg, tr.Requests, 0); err == nil {
+		t.Error("window 0: no error")
+	}
+}
