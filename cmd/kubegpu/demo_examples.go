@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilrand "k8s.io/apimachinery/pkg/util/rand"
-	"k8s.io/apimachinery/pkg/util/wait"
 	yamlutil "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/utils/ptr"
 
@@ -319,12 +318,4 @@ func (d *demo) logPlacement(p *placement) {
 	}
 	d.logf("%-28s -> %-7s %-16s (%s); container sees %d GPU(s) = %s ✓",
 		p.Namespace+"/"+p.Name, p.Node, p.GPUText(), detail, len(p.Visible), contract.AnnotationGPUIDs)
-}
-
-// waitGone waits until the pod no longer exists.
-func (d *demo) waitGone(ctx context.Context, namespace, name string) error {
-	return wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
-		_, err := d.client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
-		return err != nil, nil
-	})
 }

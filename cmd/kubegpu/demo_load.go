@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -32,6 +34,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubegpu/kubegpu/scaler/presets"
@@ -441,10 +444,25 @@ func (d *demo) reconcileReplicas(ctx context.Context, want int) error {
 		return fmt.Errorf("read replicaset: %w", err)
 	}
 	rs.Spec.Replicas = ptr.To(int32(want))
-	if inf.rs, err = d.client.AppsV1().ReplicaSets(rs.Namespace).Update(ctx, rs, metav1.UpdateOptions{}); err != nil {
+	if rs, err = d.client.AppsV1().ReplicaSets(rs.Namespace).Update(ctx, rs, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("update replicaset: %w", err)
 	}
-	return nil
+	// The counts the ReplicaSet and Deployment controllers report; the
+	// HPA reads the Deployment's through the scale subresource.
+	n := int32(len(d.liveReplicas()))
+	rs.Status = appsv1.ReplicaSetStatus{Replicas: n, FullyLabeledReplicas: n, ReadyReplicas: n, AvailableReplicas: n, ObservedGeneration: rs.Generation}
+	if inf.rs, err = d.client.AppsV1().ReplicaSets(rs.Namespace).UpdateStatus(ctx, rs, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("update replicaset status: %w", err)
+	}
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		dep, err := d.client.AppsV1().Deployments(inf.deploy.Namespace).Get(ctx, inf.deploy.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		dep.Status = appsv1.DeploymentStatus{ObservedGeneration: dep.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
+		_, err = d.client.AppsV1().Deployments(dep.Namespace).UpdateStatus(ctx, dep, metav1.UpdateOptions{})
+		return err
+	})
 }
 
 func (d *demo) liveReplicas() []*placement {
@@ -516,8 +534,12 @@ func (d *demo) autoscale(ctx context.Context) error {
 		"burstWindow":            (2 * poll).String(),
 	}
 	maps.Copy(md, s.Overrides)
-	d.logf("kubegpu-scaler on %s; ScaledObject %s/%s min %d max %d, trigger metadata from the example with %v",
-		lis.Addr(), so.GetNamespace(), so.GetName(), s.Min, s.Max, s.Overrides)
+	var over []string
+	for _, k := range slices.Sorted(maps.Keys(s.Overrides)) {
+		over = append(over, k+"="+s.Overrides[k])
+	}
+	d.logf("kubegpu-scaler on %s; ScaledObject %s/%s (min %d, max %d): the example's trigger metadata, demo time: %s",
+		lis.Addr(), so.GetNamespace(), so.GetName(), s.Min, s.Max, strings.Join(over, " "))
 	ref := &pb.ScaledObjectRef{Name: so.GetName(), Namespace: so.GetNamespace(), ScalerMetadata: md}
 	specs, err := keda.GetMetricSpec(ctx, ref)
 	if err != nil {
@@ -529,6 +551,18 @@ func (d *demo) autoscale(ctx context.Context) error {
 	metricName, target := specs.GetMetricSpecs()[0].GetMetricName(), specs.GetMetricSpecs()[0].GetTargetSizeFloat()
 	d.logf("GetMetricSpec: %s target %g (AverageValue); KEDA polls every %s here (pollingInterval %ds in the example), HPA scale-up <= %d pods and scale-down <= %d pod per poll",
 		metricName, target, poll, spec.pollingInterval, spec.upPods, spec.downPods)
+
+	// The HPA KEDA creates for a ScaledObject; the demo's HPA rule writes
+	// its status each poll.
+	hpa, err := d.client.AutoscalingV2().HorizontalPodAutoscalers(spec.namespace).Create(ctx, spec.hpa(metricName, target), metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("create HPA: %w", err)
+	}
+	if spec.target != d.inf.deploy.Name {
+		return fmt.Errorf("ScaledObject targets %q, the example's Deployment is %q", spec.target, d.inf.deploy.Name)
+	}
+	d.logf("HPA %s/%s created as KEDA would: External metric %s, AverageValue target %g", hpa.Namespace, hpa.Name,
+		hpa.Spec.Metrics[0].External.Metric.Name, target)
 
 	lctx, lcancel := context.WithCancel(ctx)
 	defer lcancel()
@@ -559,7 +593,12 @@ func (d *demo) autoscale(ctx context.Context) error {
 				return ctx.Err()
 			case <-time.After(poll):
 			}
-			pt := scalePoint{At: time.Since(d.start), Phase: ph.Name, Rate: ph.Rate, Current: len(d.liveReplicas())}
+			// The HPA reads the current count from the scale subresource.
+			sc, err := d.client.AppsV1().Deployments(spec.namespace).GetScale(ctx, spec.target, metav1.GetOptions{})
+			if err != nil {
+				return fmt.Errorf("read scale: %w", err)
+			}
+			pt := scalePoint{At: time.Since(d.start), Phase: ph.Name, Rate: ph.Rate, Current: int(sc.Status.Replicas)}
 			pt.Queue, pt.P95TTFT = s.load.take()
 			pt.Desired = pt.Current
 			m, err := keda.GetMetrics(ctx, &pb.GetMetricsRequest{ScaledObjectRef: ref, MetricName: metricName})
@@ -582,6 +621,9 @@ func (d *demo) autoscale(ctx context.Context) error {
 				pt.Desired = spec.hpaDesired(pt.Current, pt.Metric, target)
 			}
 			s.Points = append(s.Points, pt)
+			if err := d.setHPAStatus(ctx, hpa, pt, metricName); err != nil {
+				return err
+			}
 			mark := ""
 			if pt.Desired != pt.Current {
 				mark = fmt.Sprintf(" -> scale to %d", pt.Desired)
@@ -629,23 +671,35 @@ func (d *demo) autoscale(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read deployment: %w", err)
 	}
-	if got := int(ptr.Deref(dep.Spec.Replicas, -1)); got != s.Final {
-		return fmt.Errorf("deployment spec.replicas %d, %d replicas running", got, s.Final)
+	if got := int(ptr.Deref(dep.Spec.Replicas, -1)); got != s.Final || int(dep.Status.ReadyReplicas) != s.Final {
+		return fmt.Errorf("deployment spec.replicas %d, ready %d, %d replicas running", got, dep.Status.ReadyReplicas, s.Final)
 	}
+	if hpa, err = d.client.AutoscalingV2().HorizontalPodAutoscalers(hpa.Namespace).Get(ctx, hpa.Name, metav1.GetOptions{}); err != nil {
+		return fmt.Errorf("read HPA: %w", err)
+	}
+	d.logf("HPA %s/%s status at the last poll: %d replicas, desired %d", hpa.Namespace, hpa.Name, hpa.Status.CurrentReplicas, hpa.Status.DesiredReplicas)
 	return nil
 }
 
 // scaledObjectSpec is what the demo's KEDA and HPA read from the
 // ScaledObject.
 type scaledObjectSpec struct {
+	name, namespace  string
+	target           string // scaleTargetRef.name (a Deployment)
 	min, max         int
 	pollingInterval  int64
 	metadata         map[string]string
+	behavior         *autoscalingv2.HorizontalPodAutoscalerBehavior
 	upPods, downPods int
 }
 
 func readScaledObject(so *unstructured.Unstructured) (*scaledObjectSpec, error) {
-	s := &scaledObjectSpec{min: 0, max: 100, pollingInterval: 30, upPods: math.MaxInt32, downPods: math.MaxInt32}
+	s := &scaledObjectSpec{name: so.GetName(), namespace: so.GetNamespace(), min: 0, max: 100, pollingInterval: 30,
+		upPods: math.MaxInt32, downPods: math.MaxInt32}
+	s.target, _, _ = unstructured.NestedString(so.Object, "spec", "scaleTargetRef", "name")
+	if kind, _, _ := unstructured.NestedString(so.Object, "spec", "scaleTargetRef", "kind"); s.target == "" || (kind != "" && kind != "Deployment") {
+		return nil, fmt.Errorf("ScaledObject %s: scaleTargetRef must name a Deployment", so.GetName())
+	}
 	if v, ok, _ := unstructured.NestedInt64(so.Object, "spec", "minReplicaCount"); ok {
 		s.min = int(v)
 	}
@@ -676,10 +730,63 @@ func readScaledObject(so *unstructured.Unstructured) (*scaledObjectSpec, error) 
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &b); err != nil {
 			return nil, fmt.Errorf("ScaledObject %s: behavior: %w", so.GetName(), err)
 		}
+		s.behavior = &b
 		s.upPods = podsPolicy(b.ScaleUp, s.upPods)
 		s.downPods = podsPolicy(b.ScaleDown, s.downPods)
 	}
 	return s, nil
+}
+
+// hpa is the HorizontalPodAutoscaler KEDA creates for the ScaledObject:
+// named keda-hpa-<name>, one External metric per trigger with the
+// scaler's target as AverageValue, the ScaledObject's bounds and
+// behavior.
+func (s *scaledObjectSpec) hpa(metricName string, target float64) *autoscalingv2.HorizontalPodAutoscaler {
+	return &autoscalingv2.HorizontalPodAutoscaler{
+		ObjectMeta: metav1.ObjectMeta{Name: "keda-hpa-" + s.name, Namespace: s.namespace,
+			Labels: map[string]string{"scaledobject.keda.sh/name": s.name, "app.kubernetes.io/managed-by": "keda-operator"}},
+		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
+			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: s.target},
+			MinReplicas:    ptr.To(int32(max(s.min, 1))),
+			MaxReplicas:    int32(s.max),
+			Metrics: []autoscalingv2.MetricSpec{{
+				Type: autoscalingv2.ExternalMetricSourceType,
+				External: &autoscalingv2.ExternalMetricSource{
+					// KEDA names the metric after the trigger's index.
+					Metric: autoscalingv2.MetricIdentifier{Name: "s0-" + metricName,
+						Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"scaledobject.keda.sh/name": s.name}}},
+					Target: autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType,
+						AverageValue: resource.NewMilliQuantity(int64(math.Round(target*1000)), resource.DecimalSI)},
+				},
+			}},
+			Behavior: s.behavior,
+		},
+	}
+}
+
+// setHPAStatus records one poll on the HPA, as the HPA controller does.
+func (d *demo) setHPAStatus(ctx context.Context, hpa *autoscalingv2.HorizontalPodAutoscaler, pt scalePoint, metricName string) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := d.client.AutoscalingV2().HorizontalPodAutoscalers(hpa.Namespace).Get(ctx, hpa.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cur.Status.CurrentReplicas, cur.Status.DesiredReplicas = int32(pt.Current), int32(pt.Desired)
+		if pt.Err == "" && pt.Current > 0 {
+			cur.Status.CurrentMetrics = []autoscalingv2.MetricStatus{{
+				Type: autoscalingv2.ExternalMetricSourceType,
+				External: &autoscalingv2.ExternalMetricStatus{
+					Metric:  cur.Spec.Metrics[0].External.Metric,
+					Current: autoscalingv2.MetricValueStatus{AverageValue: resource.NewMilliQuantity(int64(math.Round(pt.Metric*1000/float64(pt.Current))), resource.DecimalSI)},
+				},
+			}}
+		}
+		if pt.Desired != pt.Current {
+			cur.Status.LastScaleTime = ptr.To(metav1.Now())
+		}
+		_, err = d.client.AutoscalingV2().HorizontalPodAutoscalers(hpa.Namespace).UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+		return err
+	})
 }
 
 // podsPolicy is the largest Pods-type step a scaling rule allows per

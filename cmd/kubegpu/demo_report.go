@@ -235,18 +235,13 @@ func chartOf(s *scalingResult) *reportChart {
 	yr := func(v float64) float64 { return c.Top + c.PlotH - v/c.MaxReplicas*c.PlotH }
 	yq := func(v float64) float64 { return c.Top + c.PlotH - v/c.MaxQ*c.PlotH }
 	var cur, des, q strings.Builder
-	for i, p := range s.Points {
+	for _, p := range s.Points {
 		t := p.At.Seconds()
-		if i > 0 { // step lines: the count holds until the next poll
-			fmt.Fprintf(&cur, "%.1f,%.1f ", x(t), yr(float64(s.Points[i-1].Desired)))
-		}
-		fmt.Fprintf(&cur, "%.1f,%.1f ", x(t), yr(float64(p.Current)))
+		// Replicas change right after the poll that decided it: a step.
+		fmt.Fprintf(&cur, "%.1f,%.1f %.1f,%.1f ", x(t), yr(float64(p.Current)), x(t), yr(float64(p.Desired)))
 		fmt.Fprintf(&des, "%.1f,%.1f ", x(t), yr(float64(p.Desired)))
 		fmt.Fprintf(&q, "%.1f,%.1f ", x(t), yq(p.Queue))
 	}
-	// The last poll's scaling happened after it: draw it.
-	last := s.Points[len(s.Points)-1]
-	fmt.Fprintf(&cur, "%.1f,%.1f", x(last.At.Seconds()), yr(float64(last.Desired)))
 	c.Current, c.Desired, c.Queue = cur.String(), des.String(), q.String()
 	for v := 0; v <= int(c.MaxReplicas); v++ {
 		c.YTicks = append(c.YTicks, reportTick{Pos: yr(float64(v)), Label: fmt.Sprint(v)})
