@@ -142,6 +142,8 @@ func TestFit(t *testing.T) {
 		{name: "share tightest", shape: "pcie-4xl4", shares: map[string]int{"GPU-1": 600, "GPU-2": 300}, req: request{milli: 400}, want: []int{1}},
 		{name: "share skips whole", shape: "pcie-4xl4", booked: [][]string{{"GPU-0"}}, req: request{milli: 100}, want: []int{1}},
 		{name: "share none fits", shape: "pcie-4xl4", shares: map[string]int{"GPU-0": 800, "GPU-1": 800, "GPU-2": 800, "GPU-3": 800}, req: request{milli: 300}, wantReason: "no GPU with 300/1000 free to share"},
+		{name: "share on all-whole node", shape: "pcie-4xl4", booked: [][]string{{"GPU-0", "GPU-1"}, {"GPU-2", "GPU-3"}}, req: request{milli: 100}, wantReason: reasonFreeGPUs},
+		{name: "share on unhealthy rest", shape: "pcie-4xl4", booked: [][]string{{"GPU-0", "GPU-1"}}, unhealthy: []int{2, 3}, req: request{milli: 100}, wantReason: reasonHealthyGPUs},
 		{name: "whole skips shared", shape: "pcie-4xl4", shares: map[string]int{"GPU-0": 1, "GPU-1": 1, "GPU-2": 1}, req: request{whole: 2}, wantReason: reasonFreeGPUs},
 	}
 	for _, tt := range tests {
