@@ -165,7 +165,7 @@ func TestChoiceCache(t *testing.T) {
 	want := func(name string) int64 {
 		ng := p.gpus.nodes[name]
 		c, _ := ng.fit(s.req, &p.args, nil)
-		return p.scoreChoice(ng, s.req, c, unlimitedCPU)
+		return p.scoreChoice(ng, s.req, c, unknownHost)
 	}
 	for _, i := range []int{0, 65} {
 		got, st := p.Score(ctx, state, pd, infos[i])

@@ -40,11 +40,12 @@ type memoEntry struct {
 	fitted bool
 	c      choice
 	reason string
-	// scored: score is scoreChoice(c) for a pod of cpuMilli CPU on a
-	// node with cpuLeft free CPU.
+	// scored: score is scoreChoice(c) for a pod of cpuMilli CPU and
+	// memMiB memory on a node with host free.
 	scored   bool
 	cpuMilli int64
-	cpuLeft  int64
+	memMiB   int64
+	host     hostLeft
 	score    int64
 }
 
@@ -109,19 +110,19 @@ func (ng *nodeGPUs) fitMemo(r request, args *Args, pinned []string) (choice, str
 // scoreMemo is scoreChoice, answered from the memo for the same node
 // state, request, choice and free CPU. The caller holds the state's lock
 // for reading.
-func (p *Plugin) scoreMemo(ng *nodeGPUs, r request, c choice, cpuLeft int64, pinned bool) int64 {
+func (p *Plugin) scoreMemo(ng *nodeGPUs, r request, c choice, host hostLeft, pinned bool) int64 {
 	if ng == nil || ng.topo == nil || pinned {
-		return p.scoreChoice(ng, r, c, cpuLeft)
+		return p.scoreChoice(ng, r, c, host)
 	}
 	k := keyOf(ng, r)
 	ng.memo.mu.Lock()
-	if e := ng.memo.find(k); e != nil && e.scored && e.cpuMilli == r.cpuMilli && e.cpuLeft == cpuLeft && sameChoice(e.c, c) {
+	if e := ng.memo.find(k); e != nil && e.scored && e.cpuMilli == r.cpuMilli && e.memMiB == r.memReqMiB && e.host == host && sameChoice(e.c, c) {
 		s := e.score
 		ng.memo.mu.Unlock()
 		return s
 	}
 	ng.memo.mu.Unlock()
-	s := p.scoreChoice(ng, r, c, cpuLeft)
+	s := p.scoreChoice(ng, r, c, host)
 	ng.memo.mu.Lock()
 	e := ng.memo.slot(k)
 	if e.fitted && !sameChoice(e.c, c) {
@@ -130,7 +131,7 @@ func (p *Plugin) scoreMemo(ng *nodeGPUs, r request, c choice, cpuLeft int64, pin
 		ng.memo.mu.Unlock()
 		return s
 	}
-	e.c, e.scored, e.cpuMilli, e.cpuLeft, e.score = c, true, r.cpuMilli, cpuLeft, s
+	e.c, e.scored, e.cpuMilli, e.memMiB, e.host, e.score = c, true, r.cpuMilli, r.memReqMiB, host, s
 	ng.memo.mu.Unlock()
 	return s
 }

@@ -82,7 +82,7 @@ func TestMemoMatchesFresh(t *testing.T) {
 					continue
 				}
 				score, _ := p.Score(ctx, state, pd, ni)
-				if want := p.scoreChoice(ng, s.req, c, cpuLeft(ni)); score != want {
+				if want := p.scoreChoice(ng, s.req, c, nodeLeft(ni)); score != want {
 					t.Fatalf("step %d node %s: Score %d from memo, %d fresh", step, ng.name, score, want)
 				}
 				if score > bestScore {
@@ -90,7 +90,7 @@ func TestMemoMatchesFresh(t *testing.T) {
 				}
 			} else {
 				score, _ := p.Score(ctx, state, pd, ni)
-				if want := p.scoreChoice(ng, s.req, choice{}, cpuLeft(ni)); score != want {
+				if want := p.scoreChoice(ng, s.req, choice{}, nodeLeft(ni)); score != want {
 					t.Fatalf("step %d node %s: CPU-only Score %d from memo, %d fresh", step, ng.name, score, want)
 				}
 			}

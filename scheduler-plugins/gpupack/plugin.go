@@ -343,9 +343,9 @@ func (p *Plugin) Score(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeI
 	ng := p.gpus.nodes[nodeInfo.Node().Name]
 	if !s.req.wantsGPU() {
 		if ng == nil || ng.topo == nil {
-			return p.scoreChoice(nil, s.req, choice{}, 0), nil
+			return p.scoreChoice(nil, s.req, choice{}, hostLeft{}), nil
 		}
-		return p.scoreMemo(ng, s.req, choice{}, cpuLeft(nodeInfo), false), nil
+		return p.scoreMemo(ng, s.req, choice{}, nodeLeft(nodeInfo), false), nil
 	}
 	var c choice
 	var e *cachedChoice
@@ -360,7 +360,7 @@ func (p *Plugin) Score(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeI
 			return 0, nil
 		}
 	}
-	return p.scoreMemo(ng, s.req, c, cpuLeft(nodeInfo), s.pinned != nil), nil
+	return p.scoreMemo(ng, s.req, c, nodeLeft(nodeInfo), s.pinned != nil), nil
 }
 
 // ScoreExtensions normalises scores across nodes.
