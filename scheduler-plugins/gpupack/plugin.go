@@ -241,6 +241,7 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.Po
 	if !req.wantsGPU() {
 		// No GPU to filter for, but Score still steers the pod's CPU
 		// away from nodes whose free GPUs it would strand.
+		req.frag = p.mix.current()
 		state.Write(stateKey, &cycleState{req: req})
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
@@ -307,7 +308,7 @@ func (p *Plugin) Filter(_ context.Context, state fwk.CycleState, _ *v1.Pod, node
 	}
 	p.gpus.mu.RLock()
 	ng := p.nodeFor(state, nodeInfo.Node().Name)
-	c, reason := ng.fit(s.req, &p.args, s.pinned)
+	c, reason := ng.fitMemo(s.req, &p.args, s.pinned)
 	p.gpus.mu.RUnlock()
 	if reason != "" {
 		if ng != nil {
@@ -342,9 +343,9 @@ func (p *Plugin) Score(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeI
 	ng := p.gpus.nodes[nodeInfo.Node().Name]
 	if !s.req.wantsGPU() {
 		if ng == nil || ng.topo == nil {
-			return p.scoreChoice(nil, s.req, choice{}, 0), nil
+			return p.scoreChoice(nil, s.req, choice{}, hostLeft{}), nil
 		}
-		return p.scoreChoice(ng, s.req, choice{}, cpuLeft(nodeInfo)), nil
+		return p.scoreMemo(ng, s.req, choice{}, nodeLeft(nodeInfo), false), nil
 	}
 	var c choice
 	var e *cachedChoice
@@ -355,11 +356,11 @@ func (p *Plugin) Score(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeI
 		c = e.c
 	} else {
 		var reason string
-		if c, reason = ng.fit(s.req, &p.args, s.pinned); reason != "" {
+		if c, reason = ng.fitMemo(s.req, &p.args, s.pinned); reason != "" {
 			return 0, nil
 		}
 	}
-	return p.scoreChoice(ng, s.req, c, cpuLeft(nodeInfo)), nil
+	return p.scoreMemo(ng, s.req, c, nodeLeft(nodeInfo), s.pinned != nil), nil
 }
 
 // ScoreExtensions normalises scores across nodes.
