@@ -133,7 +133,7 @@ func (ng *nodeGPUs) fitShare(r request) (choice, string) {
 				continue // same free share: same fragmentation
 			}
 			free[i] = f - r.milli
-			fr = r.frag.frag(free, ng.topo.GPUs, unlimitedCPU)
+			fr = r.frag.frag(free, ng.topo.GPUs, unknownHost)
 			free[i] = f
 		}
 		if best < 0 || fr < bestFrag || fr == bestFrag && f < bestFree {
