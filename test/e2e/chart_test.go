@@ -164,20 +164,20 @@ func TestChartSchedulerConfig(t *testing.T) {
 }
 
 // kubeStateMetrics are the kube-state-metrics v2 series the dashboards
-// read (names from its docs/metrics; extended resources appear with "."
-// and "/" turned into "_", e.g. resource="nvidia_com_gpu").
-var kubeStateMetrics = []string{
-	"kube_node_status_allocatable",
-	"kube_pod_container_resource_requests",
-	"kube_pod_container_status_waiting_reason",
-	"kube_pod_created",
-	"kube_pod_owner",
-	"kube_pod_status_phase",
-	"kube_pod_status_unschedulable",
-	"kube_horizontalpodautoscaler_spec_max_replicas",
-	"kube_horizontalpodautoscaler_spec_min_replicas",
-	"kube_horizontalpodautoscaler_status_current_replicas",
-	"kube_horizontalpodautoscaler_status_desired_replicas",
+// read and their labels (from its docs/metrics; extended resources
+// appear with "." and "/" turned into "_", e.g. resource="nvidia_com_gpu").
+var kubeStateMetrics = map[string][]string{
+	"kube_node_status_allocatable":                         {"node", "resource", "unit"},
+	"kube_pod_container_resource_requests":                 {"namespace", "pod", "uid", "container", "node", "resource", "unit"},
+	"kube_pod_container_status_waiting_reason":             {"namespace", "pod", "uid", "container", "reason"},
+	"kube_pod_created":                                     {"namespace", "pod", "uid"},
+	"kube_pod_owner":                                       {"namespace", "pod", "uid", "owner_kind", "owner_name", "owner_is_controller"},
+	"kube_pod_status_phase":                                {"namespace", "pod", "uid", "phase"},
+	"kube_pod_status_unschedulable":                        {"namespace", "pod", "uid"},
+	"kube_horizontalpodautoscaler_spec_max_replicas":       {"namespace", "horizontalpodautoscaler"},
+	"kube_horizontalpodautoscaler_spec_min_replicas":       {"namespace", "horizontalpodautoscaler"},
+	"kube_horizontalpodautoscaler_status_current_replicas": {"namespace", "horizontalpodautoscaler"},
+	"kube_horizontalpodautoscaler_status_desired_replicas": {"namespace", "horizontalpodautoscaler"},
 }
 
 // inferenceServerMetrics are the names of the scaler's built-in presets
@@ -256,12 +256,20 @@ func seriesOf(name string, metrics map[string][]string) (string, []string, bool)
 	return "", nil, false
 }
 
+// metricSource is what exports some of the dashboards' metrics: each
+// metric's labels, and the labels Prometheus adds from the scrape target.
+type metricSource struct {
+	name         string
+	metrics      map[string][]string
+	targetLabels []string
+}
+
 // TestDashboardMetrics: every metric name in every PromQL expression of
 // deploy/grafana/*.json is one a kubegpu component registers (read from
 // the component's own registry, built as the binary builds it) or a
 // kube-state-metrics / inference server name listed above; and every
-// label a selector matches on a kubegpu component's metric is one that
-// metric has, or one Prometheus adds to its target.
+// label a selector matches on is one that metric has (kube-state-metrics:
+// the label sets listed above), or one Prometheus adds to its target.
 func TestDashboardMetrics(t *testing.T) {
 	// Device plugin: its registry as deviceplugin.Run builds it.
 	dpReg := dpmetrics.Registry(&dpmetrics.GPUCollector{}, dpmetrics.NewCounters())
@@ -292,11 +300,7 @@ func TestDashboardMetrics(t *testing.T) {
 	// Target labels: the chart's ServiceMonitors add node to the device
 	// plugin's series and drop the target's namespace/pod/container from
 	// the device plugin's and the scaler's (their series carry their own).
-	components := []struct {
-		name         string
-		metrics      map[string][]string
-		targetLabels []string
-	}{
+	components := []metricSource{
 		{"device plugin", describe(t, dpReg), []string{"job", "instance", "service", "endpoint", "node"}},
 		{"scaler", describe(t, scReg), []string{"job", "instance", "service", "endpoint"}},
 		{"scheduler", describe(t, legacyregistry.Registerer()), []string{"job", "instance", "service", "endpoint", "namespace", "pod", "container"}},
@@ -318,13 +322,21 @@ func TestDashboardMetrics(t *testing.T) {
 			}
 		}
 	}
-	allowed := map[string]string{}
-	for _, n := range kubeStateMetrics {
-		allowed[n] = "kube-state-metrics"
+	// kube-state-metrics is scraped with honorLabels (kube-prometheus-
+	// stack), so its series keep their own labels; inference servers'
+	// series are matched on their scrape target's namespace and pod.
+	ksm := map[string][]string{}
+	for n, labels := range kubeStateMetrics {
+		ksm[n] = labels
 	}
+	inference := map[string][]string{}
 	for _, n := range inferenceServerMetrics() {
-		allowed[n] = "inference server"
+		inference[n] = nil
 	}
+	components = append(components,
+		metricSource{"kube-state-metrics", ksm, []string{"job", "instance"}},
+		metricSource{"inference server", inference, []string{"job", "instance", "namespace", "pod", "container", "service", "endpoint"}},
+	)
 
 	files, err := filepath.Glob("../../deploy/grafana/*.json")
 	if err != nil || len(files) == 0 {
@@ -347,7 +359,7 @@ func TestDashboardMetrics(t *testing.T) {
 				continue
 			}
 			for _, sel := range sels {
-				source := allowed[sel.Metric]
+				source := ""
 				for _, c := range components {
 					if source != "" {
 						break
