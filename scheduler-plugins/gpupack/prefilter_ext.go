@@ -46,6 +46,7 @@ func (ng *nodeGPUs) copyUsage() *nodeGPUs {
 	c := *ng
 	c.used = slices.Clone(ng.used)
 	c.whole = slices.Clone(ng.whole)
+	c.memo = nil // the copy's answers differ from the live node's
 	return &c
 }
 
