@@ -105,6 +105,7 @@ func TestRender(t *testing.T) {
 				"Service/kubegpu-scaler", "ConfigMap/kubegpu-scheduler-config", "ConfigMap/kubegpu-dashboards",
 				"ClusterRoleBinding/kubegpu-scheduler-kube-scheduler", "ClusterRoleBinding/kubegpu-scheduler-volume-scheduler",
 				"RoleBinding/kubegpu-scheduler-auth-reader", "Role/kubegpu-scheduler-leader-election",
+				"PodDisruptionBudget/kubegpu-scheduler",
 			} {
 				if objs[key] == nil {
 					t.Errorf("missing %s", key)
@@ -209,6 +210,14 @@ func TestRender(t *testing.T) {
 		name:    "not a duration",
 		values:  map[string]any{"scaler": map[string]any{"pollInterval": "5 seconds"}},
 		wantErr: "pollInterval",
+	}, {
+		name:   "one scheduler replica: no PodDisruptionBudget",
+		values: map[string]any{"scheduler": map[string]any{"replicas": 1}},
+		check: func(t *testing.T, objs map[string]any) {
+			if objs["PodDisruptionBudget/kubegpu-scheduler"] != nil {
+				t.Error("a PodDisruptionBudget with minAvailable 1 would block every drain of the only replica")
+			}
+		},
 	}, {
 		name:   "scaler without the pods source",
 		values: map[string]any{"scaler": map[string]any{"podsSource": false}},
