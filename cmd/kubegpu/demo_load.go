@@ -82,6 +82,9 @@ type scalingResult struct {
 	Phases                         []loadPhase
 	Overrides                      map[string]string
 
+	// ctx ends with the demo's scaling parts: the pod cache and the
+	// scaler's pollers.
+	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	grpc   *grpc.Server
@@ -340,7 +343,7 @@ func (d *demo) applyInference(ctx context.Context) error {
 
 	// The scaler's pod cache, as kubegpu-scaler builds it.
 	sctx, cancel := context.WithCancel(context.Background())
-	s := &scalingResult{cancel: cancel, load: &loadSim{replicas: map[string]*fakeVLLM{}}}
+	s := &scalingResult{ctx: sctx, cancel: cancel, load: &loadSim{replicas: map[string]*fakeVLLM{}}}
 	d.scaling = s
 	factory := informers.NewSharedInformerFactoryWithOptions(d.client, 0, informers.WithNamespace(deploy.Namespace))
 	lister := factory.Core().V1().Pods().Lister()
@@ -505,7 +508,7 @@ func (d *demo) autoscale(ctx context.Context) error {
 		s.Phases = []loadPhase{{"steady", 3, 2 * time.Second}, {"burst", 30, 10 * time.Second}, {"quiet", 1, 25 * time.Second}}
 	}
 	reg := prometheus.NewRegistry()
-	scaler, err := server.New(ctx, server.Options{
+	scaler, err := server.New(s.ctx, server.Options{
 		NewSource:    server.NewSourceFactory(server.SourceOptions{PodLister: d.inf.lister, Timeout: 2 * time.Second, Window: 3 * poll}),
 		PollInterval: poll / 4,
 		Metrics:      server.NewMetrics(reg),
