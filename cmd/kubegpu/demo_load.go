@@ -500,12 +500,14 @@ func (d *demo) autoscale(ctx context.Context) error {
 	}
 	s.Min, s.Max = spec.min, spec.max
 
-	// Demo time: phases of seconds instead of minutes.
-	poll, hold := time.Second, 30*time.Second
-	s.Phases = []loadPhase{{"steady", 3, 6 * time.Second}, {"burst", 30, 30 * time.Second}, {"quiet", 1, 50 * time.Second}}
+	// Demo time: phases of seconds instead of minutes. The scaler gives
+	// replicas back a step per scale-down stabilization window, so that
+	// window is a few polls here (3 minutes in the example).
+	poll, hold := time.Second, 5*time.Second
+	s.Phases = []loadPhase{{"steady", 3, 6 * time.Second}, {"burst", 30, 30 * time.Second}, {"quiet", 1, 60 * time.Second}}
 	if d.opts.Short {
-		poll, hold = 500*time.Millisecond, 10*time.Second
-		s.Phases = []loadPhase{{"steady", 3, 2 * time.Second}, {"burst", 30, 10 * time.Second}, {"quiet", 1, 25 * time.Second}}
+		poll, hold = 500*time.Millisecond, 2500*time.Millisecond
+		s.Phases = []loadPhase{{"steady", 3, 2 * time.Second}, {"burst", 30, 10 * time.Second}, {"quiet", 1, 40 * time.Second}}
 	}
 	reg := prometheus.NewRegistry()
 	scaler, err := server.New(s.ctx, server.Options{
