@@ -559,12 +559,12 @@ func (d *demo) autoscale(ctx context.Context) error {
 
 	// The HPA KEDA creates for a ScaledObject; the demo's HPA rule writes
 	// its status each poll.
+	if spec.target != d.inf.deploy.Name {
+		return fmt.Errorf("ScaledObject targets %q, the example's Deployment is %q", spec.target, d.inf.deploy.Name)
+	}
 	hpa, err := d.client.AutoscalingV2().HorizontalPodAutoscalers(spec.namespace).Create(ctx, spec.hpa(metricName, target), metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("create HPA: %w", err)
-	}
-	if spec.target != d.inf.deploy.Name {
-		return fmt.Errorf("ScaledObject targets %q, the example's Deployment is %q", spec.target, d.inf.deploy.Name)
 	}
 	d.logf("HPA %s/%s created as KEDA would: External metric %s, AverageValue target %g", hpa.Namespace, hpa.Name,
 		hpa.Spec.Metrics[0].External.Metric.Name, target)
@@ -626,7 +626,7 @@ func (d *demo) autoscale(ctx context.Context) error {
 				pt.Desired = spec.hpaDesired(pt.Current, pt.Metric, target)
 			}
 			s.Points = append(s.Points, pt)
-			if err := d.setHPAStatus(ctx, hpa, pt, metricName); err != nil {
+			if err := d.setHPAStatus(ctx, hpa, pt); err != nil {
 				return err
 			}
 			mark := ""
@@ -770,7 +770,7 @@ func (s *scaledObjectSpec) hpa(metricName string, target float64) *autoscalingv2
 }
 
 // setHPAStatus records one poll on the HPA, as the HPA controller does.
-func (d *demo) setHPAStatus(ctx context.Context, hpa *autoscalingv2.HorizontalPodAutoscaler, pt scalePoint, metricName string) error {
+func (d *demo) setHPAStatus(ctx context.Context, hpa *autoscalingv2.HorizontalPodAutoscaler, pt scalePoint) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		cur, err := d.client.AutoscalingV2().HorizontalPodAutoscalers(hpa.Namespace).Get(ctx, hpa.Name, metav1.GetOptions{})
 		if err != nil {
