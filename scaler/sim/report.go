@@ -46,7 +46,7 @@ func settingValue(s Setting) string {
 	case PolicyKEDAQueue:
 		return fmt.Sprintf("queue>%g", s.Value)
 	case PolicyHPAUtil:
-		return fmt.Sprintf("util %g%%", 100*s.Value)
+		return fmt.Sprintf("util=%g%%", 100*s.Value)
 	case PolicyStatic:
 		return fmt.Sprintf("%g replicas", s.Value)
 	}
