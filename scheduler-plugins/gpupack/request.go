@@ -12,6 +12,9 @@ import (
 	"github.com/kubegpu/kubegpu/pkg/contract"
 )
 
+// maxGPUMemoryMin bounds kubegpu.io/gpu-memory-min (1 PiB).
+var maxGPUMemoryMin = resource.MustParse("1Pi")
+
 // request is what a pod asks of GPUs, parsed once per scheduling cycle.
 type request struct {
 	whole     int   // exclusive GPUs
@@ -19,6 +22,7 @@ type request struct {
 	memoryMiB int64 // minimum memory per GPU; 0 = any
 	memoryStr string
 	cpuMilli  int64  // the pod's CPU request, for the fragmentation mix
+	memReqMiB int64  // the pod's memory request, for the fragmentation mix
 	models    string // GPU products the pod's node affinity allows ("|"-joined, sorted); "" = any
 	// frag is the request mix of this cycle (set by PreFilter), which
 	// fitShare uses to pick the GPU; nil falls back to the tightest fit.
@@ -26,6 +30,14 @@ type request struct {
 }
 
 func (r request) wantsGPU() bool { return r.whole > 0 || r.milli > 0 }
+
+// gpuMilli is the request in milli-GPU.
+func (r request) gpuMilli() int {
+	if r.milli > 0 {
+		return r.milli
+	}
+	return r.whole * fullGPU
+}
 
 // parseRequest reads the pod's GPU resources (effective requests, as the
 // kubelet computes them: init containers and sidecars included) and the
@@ -54,6 +66,9 @@ func parseRequest(pod *v1.Pod, args *Args) (request, error) {
 	if q, ok := reqs[v1.ResourceCPU]; ok {
 		r.cpuMilli = q.MilliValue()
 	}
+	if q, ok := reqs[v1.ResourceMemory]; ok {
+		r.memReqMiB = q.Value() >> 20
+	}
 	r.models = acceptedProducts(pod)
 	if s, ok := pod.Annotations[contract.AnnotationGPUMemoryMin]; ok {
 		q, err := resource.ParseQuantity(s)
@@ -62,6 +77,12 @@ func parseRequest(pod *v1.Pod, args *Args) (request, error) {
 		}
 		if q.Sign() <= 0 {
 			return request{}, fmt.Errorf("annotation %s=%q: must be positive", contract.AnnotationGPUMemoryMin, s)
+		}
+		// Bounded so the rounding below cannot overflow: 8Ei once wrapped
+		// to a negative floor that every GPU met (found by
+		// FuzzParseRequest).
+		if q.Cmp(maxGPUMemoryMin) > 0 {
+			return request{}, fmt.Errorf("annotation %s=%q: more than %s, which no GPU has", contract.AnnotationGPUMemoryMin, s, maxGPUMemoryMin.String())
 		}
 		r.memoryMiB = (q.Value() + (1<<20 - 1)) >> 20
 		r.memoryStr = s
