@@ -18,7 +18,7 @@ TEST_FLAGS ?=
 BENCH ?= .
 BENCH_FLAGS ?= -benchmem -count=1
 
-.PHONY: all build test fuzz bench bench-throughput lint fmt clean $(COMMANDS)
+.PHONY: all build demo test fuzz bench bench-throughput lint fmt clean manifests $(COMMANDS)
 
 all: build
 
@@ -26,6 +26,14 @@ build: $(COMMANDS)
 
 $(COMMANDS):
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/$@ ./cmd/$@
+
+# The embedded demo: control plane, fake GPU nodes with device plugins,
+# scheduler and scaler in one process; applies examples/, drives a load
+# on the inference example and writes demo-report.html. Exits 0 only if
+# every step held. DEMO_FLAGS=--short for the 30 s version.
+DEMO_FLAGS ?=
+demo:
+	$(GO) run ./cmd/kubegpu demo $(DEMO_FLAGS)
 
 # Unit and integration tests. Integration tests run a real kube-apiserver
 # (embedded etcd) and kube-scheduler in-process; see pkg/testenv.
@@ -66,6 +74,12 @@ lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+
+# Render deploy/helm/kubegpu into deploy/manifests/ (and copy
+# deploy/grafana/*.json into the chart) with Helm's own engine; no helm
+# binary needed. deploy/render's test fails while they are out of date.
+manifests:
+	$(GO) run ./deploy/render/gen
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

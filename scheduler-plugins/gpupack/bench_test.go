@@ -48,7 +48,16 @@ var benchPods = []struct {
 // one node per iteration, as the scheduler does for every node of a
 // cycle. "empty" nodes have no bookings; "busy" ones have GPUs 0-1 taken
 // whole and a 300 share on GPU 2, so the 8-GPU pod is rejected there.
+// "memo" answers from the per-node memo (the node is unchanged since the
+// last visit, the common case); "cold" changes the node's generation
+// every iteration, so the set search and the score run each time.
 func BenchmarkFilterScore(b *testing.B) {
+	for _, mode := range []string{"memo", "cold"} {
+		b.Run(mode, func(b *testing.B) { benchFilterScore(b, mode == "cold") })
+	}
+}
+
+func benchFilterScore(b *testing.B, cold bool) {
 	ctx := context.Background()
 	for _, shape := range []string{"dgx1-v100", "dgx-h100", "pcie-8x-2socket"} {
 		for _, fill := range []string{"empty", "busy"} {
@@ -74,7 +83,13 @@ func BenchmarkFilterScore(b *testing.B) {
 					}
 					b.ReportAllocs()
 					b.ResetTimer()
+					ng := p.gpus.nodes["n"]
 					for b.Loop() {
+						if cold {
+							p.gpus.mu.Lock()
+							ng.gen++
+							p.gpus.mu.Unlock()
+						}
 						if st := p.Filter(ctx, state, pod, ni); st.IsSuccess() {
 							if _, st := p.Score(ctx, state, pod, ni); !st.IsSuccess() {
 								b.Fatalf("Score: %v", st)
@@ -150,7 +165,7 @@ func TestChoiceCache(t *testing.T) {
 	want := func(name string) int64 {
 		ng := p.gpus.nodes[name]
 		c, _ := ng.fit(s.req, &p.args, nil)
-		return p.scoreChoice(ng, s.req, c, unlimitedCPU)
+		return p.scoreChoice(ng, s.req, c, unknownHost)
 	}
 	for _, i := range []int{0, 65} {
 		got, st := p.Score(ctx, state, pd, infos[i])

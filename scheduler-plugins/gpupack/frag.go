@@ -1,6 +1,7 @@
 package gpupack
 
 import (
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -39,6 +40,9 @@ type mix struct {
 	mu     sync.Mutex
 	weight map[class]float64
 	seen   int
+	// Decayed sums of the observed pods' milli-GPU, milli-CPU and memory
+	// (MiB): the mix's CPU and memory per GPU.
+	sumGPU, sumCPU, sumMem float64
 	// snap is the model Score reads without locking, refreshed every
 	// refreshEvery observations.
 	snap atomic.Pointer[fragModel]
@@ -82,6 +86,9 @@ func (m *mix) observe(r request) {
 		m.dropLightestLocked()
 	}
 	m.weight[c]++
+	m.sumGPU = m.sumGPU*decay + float64(r.gpuMilli())
+	m.sumCPU = m.sumCPU*decay + float64(r.cpuMilli)
+	m.sumMem = m.sumMem*decay + float64(r.memReqMiB)
 	m.seen++
 	if m.seen%refreshEvery == 0 {
 		m.refreshLocked()
@@ -111,8 +118,50 @@ func lessClass(a, b class) bool {
 	return a.models < b.models
 }
 
+// snapTolerance is how far the mix may drift before Score sees a new
+// snapshot: the largest change of any cumulative class probability.
+// Scores are whole points of a rise of a whole node's capacity, so a
+// drift this small rarely changes one, while a stable snapshot lets the
+// memo (memo.go) answer repeat visits of unchanged nodes.
+const snapTolerance = 0.005
+
 func (m *mix) refreshLocked() {
-	m.snap.Store(newFragModel(m.weight))
+	fm := newFragModel(m.weight)
+	if m.sumCPU > 0 {
+		fm.gpuPerCPU = m.sumGPU / m.sumCPU
+	}
+	if m.sumMem > 0 {
+		fm.gpuPerMem = m.sumGPU / m.sumMem
+	}
+	if old := m.snap.Load(); old != nil && old.near(fm, snapTolerance) {
+		return
+	}
+	m.snap.Store(fm)
+}
+
+// near reports whether o has the same classes as fm with every
+// cumulative probability within tol.
+func (fm *fragModel) near(o *fragModel, tol float64) bool {
+	if len(fm.groups) != len(o.groups) || !nearRatio(fm.gpuPerCPU, o.gpuPerCPU, tol) || !nearRatio(fm.gpuPerMem, o.gpuPerMem, tol) {
+		return false
+	}
+	for i := range fm.groups {
+		a, b := &fm.groups[i], &o.groups[i]
+		if a.whole != b.whole || a.milli != b.milli || !slices.Equal(a.models, b.models) || !slices.Equal(a.cpu, b.cpu) {
+			return false
+		}
+		for j := range a.cum {
+			if math.Abs(a.cum[j]-b.cum[j]) > tol {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// nearRatio reports whether a and b differ by at most tol relative.
+func nearRatio(a, b, tol float64) bool {
+	return math.Abs(a-b) <= tol*max(math.Abs(a), math.Abs(b))
 }
 
 func (m *mix) current() *fragModel { return m.snap.Load() }
@@ -122,6 +171,10 @@ func (m *mix) current() *fragModel { return m.snap.Load() }
 // that still fits a node's CPU is one binary search.
 type fragModel struct {
 	groups []fragGroup
+	// gpuPerCPU and gpuPerMem are the mix's milli-GPU per milli-CPU and
+	// per MiB of memory: how much GPU capacity a node's free CPU and
+	// memory carry on average. 0 = unknown.
+	gpuPerCPU, gpuPerMem float64
 }
 
 type fragGroup struct {
@@ -174,15 +227,23 @@ func newFragModel(weight map[class]float64) *fragModel {
 	return fm
 }
 
-// unlimitedCPU stands for a node whose CPU the plugin cannot see.
+// unlimitedCPU stands for a node whose CPU or memory the plugin cannot see.
 const unlimitedCPU = int64(1) << 62
 
+// hostLeft is a node's unrequested CPU (milli) and memory (MiB).
+type hostLeft struct{ cpu, mem int64 }
+
+// unknownHost is a node whose CPU and memory the plugin cannot see.
+var unknownHost = hostLeft{unlimitedCPU, unlimitedCPU}
+
 // frag is the expected stranded milli-GPU of a node whose GPUs have
-// free[i] milli free (gpus[i] says which product; nil = any) and
-// cpuLeft milli-CPU unrequested. For each group, the classes whose CPU
+// free[i] milli free (gpus[i] says which product; nil = any) and host
+// CPU and memory unrequested. For each group, the classes whose CPU
 // fits strand the GPUs too small for them (all of the node's free GPU
 // when too few GPUs fit); the classes whose CPU does not fit strand all.
-func (fm *fragModel) frag(free []int, gpus []gpunode.GPU, cpuLeft int64) float64 {
+// The result is at least the free GPU capacity the node's free CPU or
+// memory cannot carry at the mix's CPU and memory per GPU.
+func (fm *fragModel) frag(free []int, gpus []gpunode.GPU, host hostLeft) float64 {
 	total := 0
 	for _, f := range free {
 		total += f
@@ -215,10 +276,23 @@ func (fm *fragModel) frag(free []int, gpus []gpunode.GPU, cpuLeft int64) float64
 			continue
 		}
 		pf := 0.0
-		if j, _ := slices.BinarySearch(g.cpu, cpuLeft+1); j > 0 {
+		if j, _ := slices.BinarySearch(g.cpu, host.cpu+1); j > 0 {
 			pf = g.cum[j-1]
 		}
 		out += pf*float64(total-usable) + (g.p-pf)*t
+	}
+	// A node's free CPU and memory carry only so much GPU: at the mix's
+	// CPU and memory per GPU, the free GPU capacity beyond what they carry
+	// is stranded whatever the classes' shapes. The per-class test above
+	// sees CPU only when a class no longer fits at all; this floor grows
+	// smoothly as CPU or memory runs short, so a pod's CPU and memory
+	// (CPU-only pods' too) weigh on where it goes before the GPUs are cut
+	// off.
+	if host.cpu != unlimitedCPU && fm.gpuPerCPU > 0 {
+		out = max(out, t-float64(max(host.cpu, 0))*fm.gpuPerCPU)
+	}
+	if host.mem != unlimitedCPU && fm.gpuPerMem > 0 {
+		out = max(out, t-float64(max(host.mem, 0))*fm.gpuPerMem)
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package gpupack
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -142,6 +143,8 @@ func TestFit(t *testing.T) {
 		{name: "share tightest", shape: "pcie-4xl4", shares: map[string]int{"GPU-1": 600, "GPU-2": 300}, req: request{milli: 400}, want: []int{1}},
 		{name: "share skips whole", shape: "pcie-4xl4", booked: [][]string{{"GPU-0"}}, req: request{milli: 100}, want: []int{1}},
 		{name: "share none fits", shape: "pcie-4xl4", shares: map[string]int{"GPU-0": 800, "GPU-1": 800, "GPU-2": 800, "GPU-3": 800}, req: request{milli: 300}, wantReason: "no GPU with 300/1000 free to share"},
+		{name: "share on all-whole node", shape: "pcie-4xl4", booked: [][]string{{"GPU-0", "GPU-1"}, {"GPU-2", "GPU-3"}}, req: request{milli: 100}, wantReason: reasonFreeGPUs},
+		{name: "share on unhealthy rest", shape: "pcie-4xl4", booked: [][]string{{"GPU-0", "GPU-1"}}, unhealthy: []int{2, 3}, req: request{milli: 100}, wantReason: reasonHealthyGPUs},
 		{name: "whole skips shared", shape: "pcie-4xl4", shares: map[string]int{"GPU-0": 1, "GPU-1": 1, "GPU-2": 1}, req: request{whole: 2}, wantReason: reasonFreeGPUs},
 	}
 	for _, tt := range tests {
@@ -267,14 +270,14 @@ func TestFragmentation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := fm.frag(tt.free, tt.gpus, tt.cpu); got != tt.want {
+			if got := fm.frag(tt.free, tt.gpus, hostLeft{tt.cpu, unlimitedCPU}); got != tt.want {
 				t.Fatalf("frag(%v, cpu %d) = %v, want %v", tt.free, tt.cpu, got, tt.want)
 			}
 		})
 	}
 	// A class that only takes V100s finds nothing on T4s: all stranded.
 	v100 := newFragModel(map[class]float64{{whole: 1, models: "V100"}: 1})
-	if got := v100.frag([]int{1000, 1000}, t4, unlimitedCPU); got != 2000 {
+	if got := v100.frag([]int{1000, 1000}, t4, unknownHost); got != 2000 {
 		t.Fatalf("V100-only class on T4s: frag %v, want 2000", got)
 	}
 }
@@ -322,8 +325,77 @@ func TestScorePrefersPacking(t *testing.T) {
 	r := request{whole: 1}
 	ce, _ := empty.fit(r, &p.args, nil)
 	ca, _ := almostFull.fit(r, &p.args, nil)
-	se, sa := p.scoreChoice(empty, r, ce, unlimitedCPU), p.scoreChoice(almostFull, r, ca, unlimitedCPU)
+	se, sa := p.scoreChoice(empty, r, ce, unknownHost), p.scoreChoice(almostFull, r, ca, unknownHost)
 	if sa <= se {
 		t.Fatalf("score on the almost full node %d <= empty node %d", sa, se)
+	}
+}
+
+// TestFragmentationHostFloor: free GPUs beyond what the node's free CPU
+// or memory carries at the mix's CPU and memory per GPU count as
+// stranded, even when every class still fits.
+func TestFragmentationHostFloor(t *testing.T) {
+	fm := newFragModel(map[class]float64{{whole: 1, cpu: 4000}: 1})
+	fm.gpuPerCPU = 1000.0 / 8000 // 8 cores per GPU
+	fm.gpuPerMem = 1000.0 / 32768
+	free := []int{1000, 1000, 1000, 1000}
+	tests := []struct {
+		name string
+		host hostLeft
+		want float64
+	}{
+		{name: "unknown host", host: unknownHost, want: 0},
+		{name: "CPU and memory for all four", host: hostLeft{32000, 4 * 32768}, want: 0},
+		{name: "CPU for three", host: hostLeft{24000, unlimitedCPU}, want: 1000},
+		{name: "CPU for two and a half", host: hostLeft{20000, unlimitedCPU}, want: 1500},
+		{name: "memory for one", host: hostLeft{unlimitedCPU, 32768}, want: 3000},
+		{name: "the shorter of the two counts", host: hostLeft{24000, 2 * 32768}, want: 2000},
+		{name: "overbooked CPU strands all", host: hostLeft{-1000, unlimitedCPU}, want: 4000},
+		{name: "class cut off by CPU strands all", host: hostLeft{3000, unlimitedCPU}, want: 4000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := fm.frag(free, nil, tt.host); got != tt.want {
+				t.Fatalf("frag(host %+v) = %v, want %v", tt.host, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestMixHostRatios: the mix learns the GPU per CPU and per memory of the
+// GPU pods it sees; CPU-only pods do not enter it.
+func TestMixHostRatios(t *testing.T) {
+	m := newMix()
+	for range 2 * refreshEvery {
+		m.observe(request{whole: 1, cpuMilli: 8000, memReqMiB: 32768})
+		m.observe(request{milli: 500, cpuMilli: 4000, memReqMiB: 16384})
+		m.observe(request{cpuMilli: 64000, memReqMiB: 1 << 20})
+	}
+	fm := m.current()
+	if want := 1000.0 / 8000; math.Abs(fm.gpuPerCPU-want) > 1e-9 {
+		t.Fatalf("gpuPerCPU %v, want %v", fm.gpuPerCPU, want)
+	}
+	if want := 1000.0 / 32768; math.Abs(fm.gpuPerMem-want) > 1e-9 {
+		t.Fatalf("gpuPerMem %v, want %v", fm.gpuPerMem, want)
+	}
+}
+
+// TestScoreSteersCPUAwayFromGPUs: a CPU-only pod scores higher on a node
+// with CPU to spare than on one whose free GPUs need the CPU it would
+// take.
+func TestScoreSteersCPUAwayFromGPUs(t *testing.T) {
+	p := newPlugin(DefaultArgs())
+	for range 4 * refreshEvery {
+		p.mix.observe(request{whole: 1, cpuMilli: 8000, memReqMiB: 1024})
+	}
+	c, _ := node(t, "dgx-h100")
+	p.gpus = c
+	c.args = &p.args
+	ng := c.nodes["n"]
+	r := request{cpuMilli: 16000, memReqMiB: 1024}
+	scarce := p.scoreChoice(ng, r, choice{}, hostLeft{8 * 8000, 1 << 20})
+	spare := p.scoreChoice(ng, r, choice{}, hostLeft{8*8000 + 16000, 1 << 20})
+	if spare <= scarce {
+		t.Fatalf("CPU-only pod: score with CPU to spare %d <= score where it strands GPUs %d", spare, scarce)
 	}
 }

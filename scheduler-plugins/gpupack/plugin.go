@@ -70,6 +70,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	if err := p.watch(ctx, h); err != nil {
 		return nil, err
 	}
+	register(ctx, h, p)
 	return p, nil
 }
 
@@ -240,6 +241,7 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.Po
 	if !req.wantsGPU() {
 		// No GPU to filter for, but Score still steers the pod's CPU
 		// away from nodes whose free GPUs it would strand.
+		req.frag = p.mix.current()
 		state.Write(stateKey, &cycleState{req: req})
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
@@ -298,9 +300,6 @@ func (p *Plugin) waitSynced(ctx context.Context) error {
 	return nil
 }
 
-// PreFilterExtensions is nil: preemption support comes with its own issue.
-func (p *Plugin) PreFilterExtensions() fwk.PreFilterExtensions { return nil }
-
 // Filter admits nodes that hold a feasible GPU set for the pod.
 func (p *Plugin) Filter(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeInfo fwk.NodeInfo) *fwk.Status {
 	s, ok := getState(state)
@@ -308,8 +307,8 @@ func (p *Plugin) Filter(_ context.Context, state fwk.CycleState, _ *v1.Pod, node
 		return fwk.AsStatus(fmt.Errorf("%s: no cycle state", Name))
 	}
 	p.gpus.mu.RLock()
-	ng := p.gpus.nodes[nodeInfo.Node().Name]
-	c, reason := ng.fit(s.req, &p.args, s.pinned)
+	ng := p.nodeFor(state, nodeInfo.Node().Name)
+	c, reason := ng.fitMemo(s.req, &p.args, s.pinned)
 	p.gpus.mu.RUnlock()
 	if reason != "" {
 		if ng != nil {
@@ -344,9 +343,9 @@ func (p *Plugin) Score(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeI
 	ng := p.gpus.nodes[nodeInfo.Node().Name]
 	if !s.req.wantsGPU() {
 		if ng == nil || ng.topo == nil {
-			return p.scoreChoice(nil, s.req, choice{}, 0), nil
+			return p.scoreChoice(nil, s.req, choice{}, hostLeft{}), nil
 		}
-		return p.scoreChoice(ng, s.req, choice{}, cpuLeft(nodeInfo)), nil
+		return p.scoreMemo(ng, s.req, choice{}, nodeLeft(nodeInfo), false), nil
 	}
 	var c choice
 	var e *cachedChoice
@@ -357,11 +356,11 @@ func (p *Plugin) Score(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeI
 		c = e.c
 	} else {
 		var reason string
-		if c, reason = ng.fit(s.req, &p.args, s.pinned); reason != "" {
+		if c, reason = ng.fitMemo(s.req, &p.args, s.pinned); reason != "" {
 			return 0, nil
 		}
 	}
-	return p.scoreChoice(ng, s.req, c, cpuLeft(nodeInfo)), nil
+	return p.scoreMemo(ng, s.req, c, nodeLeft(nodeInfo), s.pinned != nil), nil
 }
 
 // ScoreExtensions normalises scores across nodes.

@@ -22,6 +22,7 @@ type request struct {
 	memoryMiB int64 // minimum memory per GPU; 0 = any
 	memoryStr string
 	cpuMilli  int64  // the pod's CPU request, for the fragmentation mix
+	memReqMiB int64  // the pod's memory request, for the fragmentation mix
 	models    string // GPU products the pod's node affinity allows ("|"-joined, sorted); "" = any
 	// frag is the request mix of this cycle (set by PreFilter), which
 	// fitShare uses to pick the GPU; nil falls back to the tightest fit.
@@ -29,6 +30,14 @@ type request struct {
 }
 
 func (r request) wantsGPU() bool { return r.whole > 0 || r.milli > 0 }
+
+// gpuMilli is the request in milli-GPU.
+func (r request) gpuMilli() int {
+	if r.milli > 0 {
+		return r.milli
+	}
+	return r.whole * fullGPU
+}
 
 // parseRequest reads the pod's GPU resources (effective requests, as the
 // kubelet computes them: init containers and sidecars included) and the
@@ -56,6 +65,9 @@ func parseRequest(pod *v1.Pod, args *Args) (request, error) {
 	}
 	if q, ok := reqs[v1.ResourceCPU]; ok {
 		r.cpuMilli = q.MilliValue()
+	}
+	if q, ok := reqs[v1.ResourceMemory]; ok {
+		r.memReqMiB = q.Value() >> 20
 	}
 	r.models = acceptedProducts(pod)
 	if s, ok := pod.Annotations[contract.AnnotationGPUMemoryMin]; ok {

@@ -13,23 +13,26 @@ const scoreScale = 100
 // scoreChoice is the weighted mean of three parts, each 0-100:
 //   - packing: 50 minus the rise in the node's expected stranded GPU
 //     capacity for the observed request mix (FGD's measure, with each
-//     request's CPU and GPU models), scaled so a rise of a whole 8-GPU
-//     node is 0 and an equal fall is 100, in whole points;
+//     request's CPU and GPU models, and at least the free GPU the node's
+//     free CPU and memory cannot carry), scaled so a rise of a whole
+//     8-GPU node is 0 and an equal fall is 100, in whole points;
 //   - topology: the chosen set's interconnect (gpunode.SetQuality.Score);
 //   - memory fit: the pod's memory minimum over the chosen GPUs' memory,
 //     so pods that fit 16 GiB do not take 80 GiB GPUs; neutral (100)
 //     when the pod states no minimum.
 //
-// cpuLeft is the node's unrequested CPU (unlimitedCPU when unknown). The
-// caller holds the cache lock for reading.
-func (p *Plugin) scoreChoice(ng *nodeGPUs, r request, c choice, cpuLeft int64) int64 {
+// host is the node's unrequested CPU and memory (unknownHost when unknown). The
+// caller holds the cache lock for reading. Score answers repeat visits
+// from the memo (memo.go): every input read here must be part of the
+// memo's key or of its entry's score fields.
+func (p *Plugin) scoreChoice(ng *nodeGPUs, r request, c choice, host hostLeft) int64 {
 	fm := r.frag
 	if fm == nil {
 		fm = p.mix.current()
 	}
 	pack := 50.0 // a node without GPUs strands none
 	if ng != nil && ng.topo != nil {
-		pack = packingScore(ng, r, c, fm, cpuLeft)
+		pack = packingScore(ng, r, c, fm, host)
 	}
 	topo := float64(c.quality.Score())
 	if len(c.pos) <= 1 {
@@ -49,16 +52,28 @@ func (p *Plugin) scoreChoice(ng *nodeGPUs, r request, c choice, cpuLeft int64) i
 	return int64(scoreScale * (wp*pack + wt*topo + wm*mem) / (wp + wt + wm))
 }
 
-// cpuLeft is the node's allocatable CPU not yet requested.
-func cpuLeft(ni fwk.NodeInfo) int64 {
-	if ni == nil || ni.GetAllocatable() == nil || ni.GetAllocatable().GetMilliCPU() == 0 {
-		return unlimitedCPU
+// nodeLeft is the node's allocatable CPU and memory not yet requested;
+// unlimitedCPU for what the node does not state.
+func nodeLeft(ni fwk.NodeInfo) hostLeft {
+	h := unknownHost
+	if ni == nil || ni.GetAllocatable() == nil {
+		return h
 	}
-	left := ni.GetAllocatable().GetMilliCPU()
-	if req := ni.GetRequested(); req != nil {
-		left -= req.GetMilliCPU()
+	req := ni.GetRequested()
+	if a := ni.GetAllocatable().GetMilliCPU(); a != 0 {
+		h.cpu = a
+		if req != nil {
+			h.cpu -= req.GetMilliCPU()
+		}
 	}
-	return left
+	if a := ni.GetAllocatable().GetMemory(); a != 0 {
+		h.mem = a
+		if req != nil {
+			h.mem -= req.GetMemory()
+		}
+		h.mem >>= 20
+	}
+	return h
 }
 
 // freeMilli writes each GPU's free milli: 0 for GPUs that are unhealthy
@@ -75,7 +90,7 @@ func (ng *nodeGPUs) freeMilli(out []int) {
 
 // packingScore compares the node's fragmentation before and after the
 // choice (GPUs and the pod's CPU).
-func packingScore(ng *nodeGPUs, r request, c choice, fm *fragModel, cpu int64) float64 {
+func packingScore(ng *nodeGPUs, r request, c choice, fm *fragModel, host hostLeft) float64 {
 	var buf [2][gpunode.MaxGPUs]int
 	n := len(ng.used)
 	before, after := buf[0][:n], buf[1][:n]
@@ -88,11 +103,14 @@ func packingScore(ng *nodeGPUs, r request, c choice, fm *fragModel, cpu int64) f
 			after[i] = 0
 		}
 	}
-	cpuAfter := cpu
-	if cpu != unlimitedCPU {
-		cpuAfter -= r.cpuMilli
+	hostAfter := host
+	if host.cpu != unlimitedCPU {
+		hostAfter.cpu -= r.cpuMilli
 	}
-	delta := fm.frag(after, ng.topo.GPUs, cpuAfter) - fm.frag(before, ng.topo.GPUs, cpu)
+	if host.mem != unlimitedCPU {
+		hostAfter.mem -= r.memReqMiB
+	}
+	delta := fm.frag(after, ng.topo.GPUs, hostAfter) - fm.frag(before, ng.topo.GPUs, host)
 	// Whole points only: rises within one point (160 milli-GPU) count as
 	// equal and the scheduler's node order decides. On the openb trace
 	// (seed 42, docs/simulator.md) finer resolution packed worse, about

@@ -42,6 +42,12 @@ type nodeGPUs struct {
 	// annotation (placed by another scheduler): we cannot tell which
 	// GPUs they hold, only how many.
 	foreign int
+	// gen changes whenever anything above changes (under the state's
+	// write lock), so memo entries of an older gen are never used.
+	gen uint64
+	// memo is nil on a preemption dry run's private copy (copyUsage),
+	// whose answers must not be kept.
+	memo *memo
 }
 
 // booking is one pod's GPUs.
@@ -141,10 +147,13 @@ func (c *gpuState) setNode(node *v1.Node) {
 	defer c.mu.Unlock()
 	old := c.nodes[node.Name]
 	if old != nil && old.annotHash == hash && old.annotLen == len(annot) {
-		old.sharing = sharing
+		if old.sharing != sharing {
+			old.sharing = sharing
+			old.gen++
+		}
 		return
 	}
-	ng := &nodeGPUs{name: node.Name, annotHash: hash, annotLen: len(annot), sharing: sharing}
+	ng := &nodeGPUs{name: node.Name, annotHash: hash, annotLen: len(annot), sharing: sharing, memo: &memo{}}
 	if old != nil {
 		ng.slot = old.slot
 	} else if n := len(c.freeSlots); n > 0 {
@@ -186,6 +195,7 @@ func (c *gpuState) deleteNode(name string) {
 // recountLocked rebuilds a node's usage from the bookings on it, so a
 // changed inventory never loses or invents a booking.
 func (c *gpuState) recountLocked(ng *nodeGPUs) {
+	ng.gen++
 	for i := range ng.used {
 		ng.used[i], ng.whole[i] = 0, false
 	}
@@ -201,6 +211,7 @@ func (c *gpuState) recountLocked(ng *nodeGPUs) {
 // UUIDs the inventory does not know are ignored: the booking is kept and
 // counts again once the inventory lists them.
 func (c *gpuState) applyLocked(ng *nodeGPUs, b *booking, sign int) {
+	ng.gen++
 	ng.foreign += sign * b.foreign
 	if ng.topo == nil {
 		return
