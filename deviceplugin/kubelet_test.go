@@ -258,6 +258,9 @@ func TestDevicePlugin(t *testing.T) {
 		k.start()
 		took := waitFor(t, 5*time.Second, "capacity 8", func() bool { c, a := k.capacity(); return c == 8 && a == 8 })
 		t.Logf("capacity 8/8 %v after the kubelet started", took)
+		// The kubelet may list the devices before the plugin's Register
+		// call has returned to it.
+		waitFor(t, 5*time.Second, "one registration", func() bool { return p.Server.Registrations() >= 1 })
 		if p.Server.Registrations() != 1 {
 			t.Errorf("%d registrations, want 1", p.Server.Registrations())
 		}

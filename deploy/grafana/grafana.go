@@ -203,15 +203,42 @@ var (
 		"bottomk", "topk", "quantile", "limitk", "limit_ratio"}
 )
 
+// Selector is one vector selector of an expression: the metric and the
+// label names its matchers use (foo{a="x", b=~"y"} gives foo, [a b]).
+type Selector struct {
+	Metric string
+	Labels []string
+}
+
 // MetricNames returns the metric names expr reads, sorted and unique.
 func MetricNames(expr string) ([]string, error) {
+	sels, err := Selectors(expr)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	out := []string{}
+	for _, sel := range sels {
+		if !seen[sel.Metric] {
+			seen[sel.Metric] = true
+			out = append(out, sel.Metric)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// Selectors returns the vector selectors of expr in order of appearance.
+// A selector of the form {__name__="foo", ...} counts as metric foo;
+// one whose metric name is not fixed ({__name__=~"..."}) is left out.
+func Selectors(expr string) ([]Selector, error) {
 	if m := varAsMetricRE.FindString(expr); m != "" {
 		return nil, fmt.Errorf("a template variable names the metric (%q); dashboards must name metrics literally", m)
 	}
 	s := intervalVarRE.ReplaceAllString(expr, "5m")
 	s = anyVarRE.ReplaceAllString(s, "1")
 
-	names := map[string]bool{}
+	var sels []Selector
 	depth := 0
 	for i := 0; i < len(s); {
 		c := s[i]
@@ -229,12 +256,13 @@ func MetricNames(expr string) ([]string, error) {
 			}
 			i = end
 		case c == '{':
-			end, name, err := matchers(s, i)
+			// A selector without a metric name in front.
+			end, name, labels, err := matchers(s, i)
 			if err != nil {
 				return nil, err
 			}
 			if name != "" {
-				names[name] = true
+				sels = append(sels, Selector{Metric: name, Labels: labels})
 			}
 			i = end
 		case c == '[':
@@ -285,7 +313,19 @@ func MetricNames(expr string) ([]string, error) {
 				if !model.IsValidLegacyMetricName(ident) {
 					return nil, fmt.Errorf("%q is not a valid metric name in %q", ident, expr)
 				}
-				names[ident] = true
+				sel := Selector{Metric: ident}
+				if next == '{' {
+					end, name, labels, err := matchers(s, k)
+					if err != nil {
+						return nil, err
+					}
+					if name != "" {
+						return nil, fmt.Errorf("%s{__name__=...} names the metric twice in %q", ident, expr)
+					}
+					sel.Labels = labels
+					j = end
+				}
+				sels = append(sels, sel)
 			}
 			i = j
 		case strings.IndexByte("+-*/%^=!<>,@", c) >= 0:
@@ -297,12 +337,7 @@ func MetricNames(expr string) ([]string, error) {
 	if depth != 0 {
 		return nil, fmt.Errorf("unbalanced ( in %q", expr)
 	}
-	out := make([]string, 0, len(names))
-	for n := range names {
-		out = append(out, n)
-	}
-	slices.Sort(out)
-	return out, nil
+	return sels, nil
 }
 
 func isIdentStart(c byte) bool {
@@ -344,18 +379,19 @@ func skipNumber(s string, i int) int {
 }
 
 // matchers skips the label matchers opening at i and returns the metric
-// name an equality matcher on __name__ gives, if any.
-func matchers(s string, i int) (end int, name string, err error) {
+// name an equality matcher on __name__ gives, if any, and the other
+// matchers' label names.
+func matchers(s string, i int) (end int, name string, labels []string, err error) {
 	j := i + 1
 	for {
 		for j < len(s) && (s[j] == ' ' || s[j] == '\t' || s[j] == '\n' || s[j] == ',') {
 			j++
 		}
 		if j >= len(s) {
-			return 0, "", fmt.Errorf("unterminated { at %d in %q", i, s)
+			return 0, "", nil, fmt.Errorf("unterminated { at %d in %q", i, s)
 		}
 		if s[j] == '}' {
-			return j + 1, name, nil
+			return j + 1, name, labels, nil
 		}
 		// label name (or a quoted UTF-8 one)
 		start := j
@@ -363,7 +399,7 @@ func matchers(s string, i int) (end int, name string, err error) {
 		if s[j] == '"' {
 			k, err := skipString(s, j)
 			if err != nil {
-				return 0, "", err
+				return 0, "", nil, err
 			}
 			label, j = s[start+1:k-1], k
 		} else {
@@ -388,20 +424,23 @@ func matchers(s string, i int) (end int, name string, err error) {
 					continue
 				}
 			}
-			return 0, "", fmt.Errorf("bad label matcher at %d in %q", start, s)
+			return 0, "", nil, fmt.Errorf("bad label matcher at %d in %q", start, s)
 		}
 		for j < len(s) && s[j] == ' ' {
 			j++
 		}
 		if j >= len(s) || (s[j] != '"' && s[j] != '\'' && s[j] != '`') {
-			return 0, "", fmt.Errorf("label matcher %s%s without a string value in %q", label, op, s)
+			return 0, "", nil, fmt.Errorf("label matcher %s%s without a string value in %q", label, op, s)
 		}
 		k, err := skipString(s, j)
 		if err != nil {
-			return 0, "", err
+			return 0, "", nil, err
 		}
-		if label == model.MetricNameLabel && op == "=" {
+		switch {
+		case label == model.MetricNameLabel && op == "=":
 			name = s[j+1 : k-1]
+		case label != model.MetricNameLabel:
+			labels = append(labels, label)
 		}
 		j = k
 	}

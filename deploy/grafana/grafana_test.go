@@ -1,6 +1,7 @@
 package grafana
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -57,6 +58,20 @@ func TestMetricNames(t *testing.T) {
 				t.Errorf("got %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestSelectors(t *testing.T) {
+	got, err := Selectors(`sum by (le) (rate(h_bucket{job=~"$job", profile="x"}[5m])) / on (node) group_left () count by (node) (g{node!=""}) + up + {__name__="m", a="b"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Selector{{"h_bucket", []string{"job", "profile"}}, {"g", []string{"node"}}, {"up", nil}, {"m", []string{"a"}}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if _, err := Selectors(`m{__name__="n"}`); err == nil {
+		t.Error("a selector naming its metric twice passed")
 	}
 }
 

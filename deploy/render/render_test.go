@@ -41,8 +41,9 @@ func TestManifestsUpToDate(t *testing.T) {
 	}
 	// No stale dashboard copies in the chart either.
 	copies, _ := filepath.Glob(filepath.Join(chartDir, "dashboards", "*.json"))
-	if len(copies) != len(files)-2 {
-		t.Errorf("the chart holds %d dashboards, deploy/grafana %d; run `make manifests`", len(copies), len(files)-2)
+	sources, _ := filepath.Glob(filepath.Join(root, "deploy", "grafana", "*.json"))
+	if len(copies) != len(sources) {
+		t.Errorf("the chart holds %d dashboards, deploy/grafana %d; run `make manifests`", len(copies), len(sources))
 	}
 }
 
@@ -104,6 +105,7 @@ func TestRender(t *testing.T) {
 				"Service/kubegpu-scaler", "ConfigMap/kubegpu-scheduler-config", "ConfigMap/kubegpu-dashboards",
 				"ClusterRoleBinding/kubegpu-scheduler-kube-scheduler", "ClusterRoleBinding/kubegpu-scheduler-volume-scheduler",
 				"RoleBinding/kubegpu-scheduler-auth-reader", "Role/kubegpu-scheduler-leader-election",
+				"PodDisruptionBudget/kubegpu-scheduler",
 			} {
 				if objs[key] == nil {
 					t.Errorf("missing %s", key)
@@ -209,6 +211,14 @@ func TestRender(t *testing.T) {
 		values:  map[string]any{"scaler": map[string]any{"pollInterval": "5 seconds"}},
 		wantErr: "pollInterval",
 	}, {
+		name:   "one scheduler replica: no PodDisruptionBudget",
+		values: map[string]any{"scheduler": map[string]any{"replicas": 1}},
+		check: func(t *testing.T, objs map[string]any) {
+			if objs["PodDisruptionBudget/kubegpu-scheduler"] != nil {
+				t.Error("a PodDisruptionBudget with minAvailable 1 would block every drain of the only replica")
+			}
+		},
+	}, {
 		name:   "scaler without the pods source",
 		values: map[string]any{"scaler": map[string]any{"podsSource": false}},
 		check: func(t *testing.T, objs map[string]any) {
@@ -244,7 +254,7 @@ func TestRender(t *testing.T) {
 				t.Error("devicePlugin.privileged=true did not make the container privileged")
 			}
 			cfg := objs["ConfigMap/kubegpu-scheduler-config"].(*corev1.ConfigMap).Data["kubegpu-scheduler-config.yaml"]
-			if !strings.Contains(cfg, "- name: GPUPack\n    args:\n      multiGPUInterconnect: NVLink") {
+			if !strings.Contains(cfg, "- args:\n      multiGPUInterconnect: NVLink\n    name: GPUPack") {
 				t.Errorf("scheduler config lacks the GPUPack args:\n%s", cfg)
 			}
 			if objs["ConfigMap/kubegpu-dashboards"] != nil {

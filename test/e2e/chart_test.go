@@ -2,10 +2,10 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -164,20 +164,20 @@ func TestChartSchedulerConfig(t *testing.T) {
 }
 
 // kubeStateMetrics are the kube-state-metrics v2 series the dashboards
-// read (names from its docs/metrics; extended resources appear with "."
-// and "/" turned into "_", e.g. resource="nvidia_com_gpu").
-var kubeStateMetrics = []string{
-	"kube_node_status_allocatable",
-	"kube_pod_container_resource_requests",
-	"kube_pod_container_status_waiting_reason",
-	"kube_pod_created",
-	"kube_pod_owner",
-	"kube_pod_status_phase",
-	"kube_pod_status_unschedulable",
-	"kube_horizontalpodautoscaler_spec_max_replicas",
-	"kube_horizontalpodautoscaler_spec_min_replicas",
-	"kube_horizontalpodautoscaler_status_current_replicas",
-	"kube_horizontalpodautoscaler_status_desired_replicas",
+// read and their labels (from its docs/metrics; extended resources
+// appear with "." and "/" turned into "_", e.g. resource="nvidia_com_gpu").
+var kubeStateMetrics = map[string][]string{
+	"kube_node_status_allocatable":                         {"node", "resource", "unit"},
+	"kube_pod_container_resource_requests":                 {"namespace", "pod", "uid", "container", "node", "resource", "unit"},
+	"kube_pod_container_status_waiting_reason":             {"namespace", "pod", "uid", "container", "reason"},
+	"kube_pod_created":                                     {"namespace", "pod", "uid"},
+	"kube_pod_owner":                                       {"namespace", "pod", "uid", "owner_kind", "owner_name", "owner_is_controller"},
+	"kube_pod_status_phase":                                {"namespace", "pod", "uid", "phase"},
+	"kube_pod_status_unschedulable":                        {"namespace", "pod", "uid"},
+	"kube_horizontalpodautoscaler_spec_max_replicas":       {"namespace", "horizontalpodautoscaler"},
+	"kube_horizontalpodautoscaler_spec_min_replicas":       {"namespace", "horizontalpodautoscaler"},
+	"kube_horizontalpodautoscaler_status_current_replicas": {"namespace", "horizontalpodautoscaler"},
+	"kube_horizontalpodautoscaler_status_desired_replicas": {"namespace", "horizontalpodautoscaler"},
 }
 
 // inferenceServerMetrics are the names of the scaler's built-in presets
@@ -200,41 +200,76 @@ func inferenceServerMetrics() []string {
 	return slices.DeleteFunc(out, func(s string) bool { return s == "" })
 }
 
-// registered reports whether reg holds a metric named name. Registries
-// cannot list their collectors, and Gather leaves out vectors with no
-// series yet, so it asks the registry itself: registering a probe with
-// the same name fails exactly when the name is taken.
-func registered(t *testing.T, reg prometheus.Registerer, name string) bool {
+// descRE reads a Desc's String(): client_golang has no accessors for a
+// Desc's name and labels. A format change fails the self-checks below.
+var descRE = regexp.MustCompile(`^Desc\{fqName: "([^"]*)", help: .*, constLabels: \{([^}]*)\}, variableLabels: \{([^}]*)\}\}$`)
+
+// describe lists every metric a registry holds, with its label names,
+// from the registry's own Describe: unlike Gather it includes vectors
+// that have no series yet.
+func describe(t *testing.T, reg prometheus.Registerer) map[string][]string {
 	t.Helper()
-	probe := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: "kubegpu dashboard test probe"})
-	err := reg.Register(probe)
-	if err == nil {
-		reg.Unregister(probe)
-		return false
+	c, ok := reg.(prometheus.Collector)
+	if !ok {
+		t.Fatalf("registry %T cannot describe its metrics", reg)
 	}
-	var already prometheus.AlreadyRegisteredError
-	if errors.As(err, &already) || strings.Contains(err.Error(), "already exists with the same fully-qualified name") ||
-		strings.Contains(err.Error(), "previously registered descriptor with the same fully-qualified name") {
-		return true
+	ch := make(chan *prometheus.Desc)
+	go func() { c.Describe(ch); close(ch) }()
+	out := map[string][]string{}
+	for d := range ch {
+		m := descRE.FindStringSubmatch(d.String())
+		if m == nil {
+			t.Fatalf("cannot read %s", d)
+		}
+		var labels []string
+		for _, l := range strings.Split(m[2], ",") {
+			if name, _, ok := strings.Cut(l, "="); ok {
+				labels = append(labels, name)
+			}
+		}
+		for _, l := range strings.Split(m[3], ",") {
+			if l = strings.TrimSuffix(strings.TrimPrefix(l, "c("), ")"); l != "" {
+				labels = append(labels, l)
+			}
+		}
+		out[m[1]] = labels
 	}
-	t.Fatalf("probe %s: %v", name, err)
-	return false
+	return out
 }
 
-// seriesBase strips the series suffixes of histograms and summaries.
-func seriesBase(name string) string {
-	for _, s := range []string{"_bucket", "_sum", "_count"} {
-		if b, ok := strings.CutSuffix(name, s); ok {
-			return b
+// seriesOf maps a series name to its metric: histogram and summary
+// series carry suffixes and an extra label.
+func seriesOf(name string, metrics map[string][]string) (string, []string, bool) {
+	if labels, ok := metrics[name]; ok {
+		return name, labels, true
+	}
+	for suffix, extra := range map[string]string{"_bucket": "le", "_sum": "", "_count": ""} {
+		if base, ok := strings.CutSuffix(name, suffix); ok {
+			if labels, ok := metrics[base]; ok {
+				if extra != "" {
+					labels = append(slices.Clone(labels), extra)
+				}
+				return base, labels, true
+			}
 		}
 	}
-	return name
+	return "", nil, false
+}
+
+// metricSource is what exports some of the dashboards' metrics: each
+// metric's labels, and the labels Prometheus adds from the scrape target.
+type metricSource struct {
+	name         string
+	metrics      map[string][]string
+	targetLabels []string
 }
 
 // TestDashboardMetrics: every metric name in every PromQL expression of
-// deploy/grafana/*.json is one a kubegpu component registers (asked of
+// deploy/grafana/*.json is one a kubegpu component registers (read from
 // the component's own registry, built as the binary builds it) or a
-// kube-state-metrics / inference server name listed above.
+// kube-state-metrics / inference server name listed above; and every
+// label a selector matches on is one that metric has (kube-state-metrics:
+// the label sets listed above), or one Prometheus adds to its target.
 func TestDashboardMetrics(t *testing.T) {
 	// Device plugin: its registry as deviceplugin.Run builds it.
 	dpReg := dpmetrics.Registry(&dpmetrics.GPUCollector{}, dpmetrics.NewCounters())
@@ -262,38 +297,46 @@ func TestDashboardMetrics(t *testing.T) {
 		frameworkruntime.WithSnapshotSharedLister(internalcache.NewEmptySnapshot())); err != nil {
 		t.Fatal(err)
 	}
-	components := []struct {
-		name string
-		reg  prometheus.Registerer
-	}{
-		{"device plugin", dpReg},
-		{"scaler", scReg},
-		{"scheduler", legacyregistry.Registerer()},
+	// Target labels: the chart's ServiceMonitors add node to the device
+	// plugin's series and drop the target's namespace/pod/container from
+	// the device plugin's and the scaler's (their series carry their own).
+	components := []metricSource{
+		{"device plugin", describe(t, dpReg), []string{"job", "instance", "service", "endpoint", "node"}},
+		{"scaler", describe(t, scReg), []string{"job", "instance", "service", "endpoint"}},
+		{"scheduler", describe(t, legacyregistry.Registerer()), []string{"job", "instance", "service", "endpoint", "namespace", "pod", "container"}},
 	}
-	allowed := map[string]string{}
-	for _, n := range kubeStateMetrics {
-		allowed[n] = "kube-state-metrics"
+	// The reading works and can say no.
+	if l := components[0].metrics["kubegpu_gpu_healthy"]; !slices.Contains(l, "uuid") || !slices.Contains(l, "pod") {
+		t.Fatalf("kubegpu_gpu_healthy labels %v, want uuid and pod among them", l)
 	}
-	for _, n := range inferenceServerMetrics() {
-		allowed[n] = "inference server"
+	if l, ok := components[2].metrics["kubegpu_gang_rejections_total"]; !ok || !slices.Contains(l, "reason") {
+		t.Fatalf("kubegpu_gang_rejections_total labels %v (registered %v), want reason", l, ok)
 	}
-	source := func(name string) string {
-		if s, ok := allowed[name]; ok {
-			return s
-		}
+	if l := components[2].metrics["scheduler_permit_wait_duration_seconds"]; len(l) == 0 || slices.Contains(l, "profile") {
+		t.Fatalf("scheduler_permit_wait_duration_seconds labels %v: want result and no profile", l)
+	}
+	for _, bogus := range []string{"kubegpu_gpu_utilisation_ratio", "kubegpu_gang_wait_seconds_total", "scheduler_unschedulable_pod"} {
 		for _, c := range components {
-			if registered(t, c.reg, name) || registered(t, c.reg, seriesBase(name)) {
-				return c.name
+			if _, _, ok := seriesOf(bogus, c.metrics); ok {
+				t.Fatalf("%s found in the %s registry", bogus, c.name)
 			}
 		}
-		return ""
 	}
-	// The check can fail: names nobody registers are found as such.
-	for _, bogus := range []string{"kubegpu_gpu_utilisation_ratio", "kubegpu_gang_wait_seconds_total", "scheduler_unschedulable_pod"} {
-		if s := source(bogus); s != "" {
-			t.Fatalf("%s found in the %s registry; the probe is broken", bogus, s)
-		}
+	// kube-state-metrics is scraped with honorLabels (kube-prometheus-
+	// stack), so its series keep their own labels; inference servers'
+	// series are matched on their scrape target's namespace and pod.
+	ksm := map[string][]string{}
+	for n, labels := range kubeStateMetrics {
+		ksm[n] = labels
 	}
+	inference := map[string][]string{}
+	for _, n := range inferenceServerMetrics() {
+		inference[n] = nil
+	}
+	components = append(components,
+		metricSource{"kube-state-metrics", ksm, []string{"job", "instance"}},
+		metricSource{"inference server", inference, []string{"job", "instance", "namespace", "pod", "container", "service", "endpoint"}},
+	)
 
 	files, err := filepath.Glob("../../deploy/grafana/*.json")
 	if err != nil || len(files) == 0 {
@@ -310,21 +353,36 @@ func TestDashboardMetrics(t *testing.T) {
 			t.Fatalf("%s: %v", f, err)
 		}
 		for _, q := range qs {
-			names, err := grafana.MetricNames(q.Expr)
+			sels, err := grafana.Selectors(q.Expr)
 			if err != nil {
 				t.Errorf("%s %s: %v", filepath.Base(f), q.Where, err)
 				continue
 			}
-			for _, n := range names {
-				s := source(n)
-				if s == "" {
-					t.Errorf("%s %s: metric %s is registered by no kubegpu component and is not an allowed kube-state-metrics or inference server name", filepath.Base(f), q.Where, n)
+			for _, sel := range sels {
+				source := ""
+				for _, c := range components {
+					if source != "" {
+						break
+					}
+					_, labels, ok := seriesOf(sel.Metric, c.metrics)
+					if !ok {
+						continue
+					}
+					source = c.name
+					for _, l := range sel.Labels {
+						if !slices.Contains(labels, l) && !slices.Contains(c.targetLabels, l) {
+							t.Errorf("%s %s: %s has no label %s (its labels: %v; target labels: %v)", filepath.Base(f), q.Where, sel.Metric, l, labels, c.targetLabels)
+						}
+					}
+				}
+				if source == "" {
+					t.Errorf("%s %s: metric %s is registered by no kubegpu component and is not an allowed kube-state-metrics or inference server name", filepath.Base(f), q.Where, sel.Metric)
 					continue
 				}
-				if used[s] == nil {
-					used[s] = map[string]bool{}
+				if used[source] == nil {
+					used[source] = map[string]bool{}
 				}
-				used[s][n] = true
+				used[source][sel.Metric] = true
 			}
 		}
 	}
