@@ -26,11 +26,11 @@ import (
 
 // healthBound is how soon the kubelet's view of healthy GPUs must match
 // the injected state (issue 10). A failing NVML event wait is noticed
-// when the wait returns, after at most nvml.HealthConfig.WaitTimeout
-// (1s); those transitions get that much more.
+// when the wait returns, after at most nvml.DefaultWaitTimeout (500ms),
+// so those transitions are held to the same bound.
 const (
 	healthBound = time.Second
-	waitBound   = healthBound + time.Second
+	waitBound   = healthBound
 )
 
 // healthy is the set of GPU IDs the kubelet's device manager counts as

@@ -337,7 +337,7 @@ func (b *backend) WatchHealth(ctx context.Context, cfg HealthConfig) (<-chan Hea
 	}
 	timeout := cfg.WaitTimeout
 	if timeout <= 0 {
-		timeout = time.Second
+		timeout = DefaultWaitTimeout
 	}
 	timeoutMs := uint32(max(timeout/time.Millisecond, 1))
 

@@ -60,10 +60,17 @@ type HealthConfig struct {
 	// not mark a GPU unhealthy. nil means DefaultIgnoredXids; an empty,
 	// non-nil slice ignores none.
 	IgnoredXids []uint64
-	// WaitTimeout bounds each NVML event wait, and so how long Shutdown
-	// and cancellation wait for a watch to notice (default 1s).
+	// WaitTimeout bounds each NVML event wait, and so how long Shutdown,
+	// cancellation and a failing wait take to be noticed
+	// (DefaultWaitTimeout when zero).
 	WaitTimeout time.Duration
 }
+
+// DefaultWaitTimeout keeps a failing event wait, which is seen only when
+// the wait returns, inside the 1 s in which the kubelet must learn that
+// the GPUs are no longer watched; a wait is one blocking driver call, so
+// waking twice a second costs nothing measurable.
+const DefaultWaitTimeout = 500 * time.Millisecond
 
 // DefaultIgnoredXids are the application Xids NVIDIA's device plugin skips:
 // 13 graphics engine exception, 31 GPU memory page fault, 43 GPU stopped
