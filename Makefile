@@ -18,7 +18,7 @@ TEST_FLAGS ?=
 BENCH ?= .
 BENCH_FLAGS ?= -benchmem -count=1
 
-.PHONY: all build test bench bench-throughput lint fmt clean $(COMMANDS)
+.PHONY: all build demo test fuzz bench bench-throughput lint fmt clean manifests $(COMMANDS)
 
 all: build
 
@@ -27,10 +27,32 @@ build: $(COMMANDS)
 $(COMMANDS):
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/$@ ./cmd/$@
 
+# The embedded demo: control plane, fake GPU nodes with device plugins,
+# scheduler and scaler in one process; applies examples/, drives a load
+# on the inference example and writes demo-report.html. Exits 0 only if
+# every step held. DEMO_FLAGS=--short for the 30 s version.
+DEMO_FLAGS ?=
+demo:
+	$(GO) run ./cmd/kubegpu demo $(DEMO_FLAGS)
+
 # Unit and integration tests. Integration tests run a real kube-apiserver
 # (embedded etcd) and kube-scheduler in-process; see pkg/testenv.
 test:
 	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
+
+# Each fuzz target (every "func FuzzX" in a _test.go file) runs for
+# FUZZTIME, one after the other. `make test` already runs their seed
+# corpora and the inputs kept under testdata/fuzz as plain tests.
+FUZZTIME ?= 20s
+FUZZ_FLAGS ?=
+fuzz:
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
+		dir=$$(dirname $$f); \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "== $$dir $$t ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $(FUZZ_FLAGS) $$dir; \
+		done; \
+	done
 
 # Every benchmark, BenchmarkThroughput (test/e2e) included: that one
 # alone takes minutes on a 2-core machine; see bench-throughput.
@@ -50,6 +72,12 @@ lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+
+# Render deploy/helm/kubegpu into deploy/manifests/ (and copy
+# deploy/grafana/*.json into the chart) with Helm's own engine; no helm
+# binary needed. deploy/render's test fails while they are out of date.
+manifests:
+	$(GO) run ./deploy/render/gen
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -25,7 +25,6 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/kubernetes/pkg/kubelet/cm/containermap"
 	"k8s.io/kubernetes/pkg/kubelet/cm/devicemanager"
-	"k8s.io/kubernetes/pkg/kubelet/cm/topologymanager"
 	"k8s.io/kubernetes/pkg/kubelet/config"
 	"k8s.io/kubernetes/pkg/kubelet/lifecycle"
 
@@ -33,6 +32,7 @@ import (
 	"github.com/kubegpu/kubegpu/deviceplugin/inventory"
 	"github.com/kubegpu/kubegpu/pkg/contract"
 	"github.com/kubegpu/kubegpu/pkg/gpunode"
+	"github.com/kubegpu/kubegpu/pkg/kubeletdm"
 	"github.com/kubegpu/kubegpu/pkg/nvml"
 	"github.com/kubegpu/kubegpu/pkg/nvml/fake"
 	"github.com/kubegpu/kubegpu/pkg/testenv"
@@ -74,7 +74,7 @@ func newStoppedKubelet(t *testing.T) *kubelet {
 // does: it deletes the folder's sockets and recreates kubelet.sock.
 func (k *kubelet) start() {
 	logger := klog.Background()
-	m, err := newManagerImpl(logger, filepath.Join(k.dir, "kubelet.sock"), nil, topologymanager.NewFakeManager(logger))
+	m, err := kubeletdm.NewManagerImpl(logger, filepath.Join(k.dir, "kubelet.sock"))
 	if err != nil {
 		k.t.Fatal(err)
 	}
@@ -258,6 +258,9 @@ func TestDevicePlugin(t *testing.T) {
 		k.start()
 		took := waitFor(t, 5*time.Second, "capacity 8", func() bool { c, a := k.capacity(); return c == 8 && a == 8 })
 		t.Logf("capacity 8/8 %v after the kubelet started", took)
+		// The kubelet may list the devices before the plugin's Register
+		// call has returned to it.
+		waitFor(t, 5*time.Second, "one registration", func() bool { return p.Server.Registrations() >= 1 })
 		if p.Server.Registrations() != 1 {
 			t.Errorf("%d registrations, want 1", p.Server.Registrations())
 		}

@@ -22,6 +22,7 @@ kubegpu-scaler); this command holds the tools around them.`,
 	}
 	root.AddCommand(newInventoryCommand())
 	root.AddCommand(newSimCommand())
+	root.AddCommand(newDemoCommand())
 	return root
 }
 

@@ -19,6 +19,7 @@ func newSimCommand() *cobra.Command {
 		Short: "Replay real traces through kubegpu's scheduling and scaling code",
 	}
 	c.AddCommand(newSimPackCommand())
+	c.AddCommand(newSimAutoscaleCommand())
 	return c
 }
 

@@ -54,10 +54,32 @@ func FuzzParseGPUIDs(f *testing.F) {
 	for _, s := range []string{"GPU-a", "GPU-a,GPU-b", "GPU-a:250", ":", ",", "a:b:c"} {
 		f.Add(s)
 	}
+	f.Add("GPU-a:+5")
+	f.Add("GPU-a:0999")
+	f.Add(strings.Repeat("g,", 63) + "g")
+	// Whatever is accepted must be safe to book: 1-64 distinct, non-empty
+	// UUIDs without separators or whitespace, a share in 1-999 of exactly
+	// one GPU, and it must read back the same after String().
 	f.Fuzz(func(t *testing.T, s string) {
 		a, err := ParseGPUIDs(s)
 		if err != nil {
+			if !errors.Is(err, ErrBadGPUIDs) {
+				t.Fatalf("error %v does not wrap ErrBadGPUIDs", err)
+			}
 			return
+		}
+		if len(a.UUIDs) < 1 || len(a.UUIDs) > maxAssignedGPUs {
+			t.Fatalf("accepted %d GPUs from %q", len(a.UUIDs), s)
+		}
+		if a.Milli != 0 && (a.Milli < 1 || a.Milli > 999 || len(a.UUIDs) != 1) {
+			t.Fatalf("accepted share %d of %d GPUs from %q", a.Milli, len(a.UUIDs), s)
+		}
+		seen := map[string]bool{}
+		for _, u := range a.UUIDs {
+			if u == "" || seen[u] || strings.ContainsAny(u, ",: \t\r\n") {
+				t.Fatalf("accepted GPU ID %q from %q", u, s)
+			}
+			seen[u] = true
 		}
 		again, err := ParseGPUIDs(a.String())
 		if err != nil || !reflect.DeepEqual(a, again) {

@@ -144,8 +144,12 @@ func OpenReal() (Backend, error) {
 
 // OpenFake builds the fake machine NAME and a backend on it; the Machine
 // injects faults and health events.
-func OpenFake(name string) (Backend, *fake.Machine, error) {
-	m, err := fake.New(name)
+func OpenFake(name string) (Backend, *fake.Machine, error) { return OpenFakeHost(name, "") }
+
+// OpenFakeHost is OpenFake for one node of a fake cluster: the GPU UUIDs
+// also depend on host (see fake.NewHost).
+func OpenFakeHost(name, host string) (Backend, *fake.Machine, error) {
+	m, err := fake.NewHost(name, host)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,12 +1,17 @@
 // Package testenv runs a real Kubernetes control plane in-process for
-// integration tests: embedded etcd, a real kube-apiserver and a real
-// kube-scheduler built with the caller's out-of-tree plugin registry.
-// Nodes are plain API objects with GPU capacity, as KWOK does; no kubelet
-// runs. The package takes the plugin registry from its caller so that pkg/
-// never imports a part of kubegpu.
+// integration tests and the embedded demo: embedded etcd, a real
+// kube-apiserver and a real kube-scheduler built with the caller's
+// out-of-tree plugin registry. Nodes are plain API objects with GPU
+// capacity, as KWOK does; no kubelet runs. The package takes the plugin
+// registry from its caller so that pkg/ never imports a part of kubegpu.
+//
+// Tests use Start and StartScheduler, which stop with the test; other
+// callers (the demo) use Run and RunScheduler and call Env.Stop.
 package testenv
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,7 +20,6 @@ import (
 	"sync"
 	"testing"
 
-	"k8s.io/apiserver/pkg/storage/etcd3/testserver"
 	"k8s.io/apiserver/pkg/storage/storagebackend"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -32,7 +36,9 @@ const LogsEnv = "KUBEGPU_TEST_LOGS"
 
 var quietOnce sync.Once
 
-func configureLogs() {
+// QuietLogs discards klog output unless LogsEnv is set. Run calls it; a
+// caller that prints its own progress may call it earlier.
+func QuietLogs() {
 	quietOnce.Do(func() {
 		fs := flag.NewFlagSet("klog", flag.ContinueOnError)
 		klog.InitFlags(fs)
@@ -56,8 +62,13 @@ type Env struct {
 	// Kubeconfig is a kubeconfig file for Config, for components that
 	// take a path (the scheduler).
 	Kubeconfig string
-	// Dir is this environment's own temporary folder.
+	// Dir is this environment's own temporary folder, removed by Stop.
 	Dir string
+
+	mu         sync.Mutex
+	schedulers []*Scheduler
+	stops      []func() // run last-in first-out by Stop
+	stopOnce   sync.Once
 }
 
 // Start runs embedded etcd and a kube-apiserver on free loopback ports,
@@ -65,29 +76,104 @@ type Env struct {
 // scheduler started later through StartScheduler stops before them.
 func Start(t testing.TB) *Env {
 	t.Helper()
-	configureLogs()
+	env, err := Run(context.Background())
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(env.Stop)
+	return env
+}
 
-	etcd := testserver.RunEtcd(t, nil)
+// Run starts embedded etcd and a kube-apiserver on free loopback ports
+// for a caller that is not a test. ctx bounds the start only; the caller
+// ends both with Stop, which also stops schedulers started on the Env.
+func Run(ctx context.Context) (env *Env, err error) {
+	QuietLogs()
+	dir, err := os.MkdirTemp("", "kubegpu-env")
+	if err != nil {
+		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	env = &Env{Dir: dir}
+	env.onStop(func() { _ = os.RemoveAll(dir) })
+	defer func() {
+		if err != nil {
+			env.Stop()
+		}
+	}()
+
+	etcd, err := runEtcd(ctx, filepath.Join(dir, "etcd"))
+	if err != nil {
+		return nil, err
+	}
+	env.onStop(etcd.Close)
 	storage := storagebackend.NewDefaultConfig("/registry", nil)
-	storage.Transport.ServerList = etcd.Endpoints()
+	storage.Transport.ServerList = etcd.endpoints
 
 	// TaintNodesByCondition would taint our kubelet-less nodes not-ready;
 	// ServiceAccount needs a token controller that does not run here.
 	flags := []string{"--disable-admission-plugins=ServiceAccount,TaintNodesByCondition"}
-	opts := apiservertesting.NewDefaultTestServerOptions()
-	server := apiservertesting.StartTestServerOrDie(t, opts, flags, storage)
-	t.Cleanup(server.TearDownFn)
-
-	client, err := kubernetes.NewForConfig(server.ClientConfig)
+	tb := newProcessTB("testenv-apiserver")
+	env.onStop(tb.cleanup)
+	server, err := startAPIServer(tb, flags, storage)
 	if err != nil {
-		t.Fatalf("testenv: clientset: %v", err)
+		return nil, err
 	}
-	dir := t.TempDir()
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := writeKubeconfig(server.ClientConfig, kubeconfig); err != nil {
-		t.Fatalf("testenv: %v", err)
+	env.onStop(server.TearDownFn)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("apiserver start: %w", err)
 	}
-	return &Env{Config: server.ClientConfig, Client: client, Kubeconfig: kubeconfig, Dir: dir}
+
+	env.Config = server.ClientConfig
+	if env.Client, err = kubernetes.NewForConfig(server.ClientConfig); err != nil {
+		return nil, fmt.Errorf("clientset: %w", err)
+	}
+	env.Kubeconfig = filepath.Join(dir, "kubeconfig")
+	if err := writeKubeconfig(server.ClientConfig, env.Kubeconfig); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// startAPIServer runs the apiserver's test server; a FailNow on tb during
+// start (a test server helper's t.Fatal) becomes an error.
+func startAPIServer(tb *processTB, flags []string, storage *storagebackend.Config) (server apiservertesting.TestServer, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if _, ok := r.(failNow); !ok {
+				panic(r)
+			}
+			err = fmt.Errorf("kube-apiserver start failed: %w", tb.err())
+		}
+	}()
+	server, err = apiservertesting.StartTestServer(tb, apiservertesting.NewDefaultTestServerOptions(), flags, storage)
+	if err != nil {
+		return server, fmt.Errorf("kube-apiserver: %w", err)
+	}
+	return server, nil
+}
+
+// Stop stops the schedulers started on env, then the apiserver and etcd,
+// and removes Dir. Safe to call more than once.
+func (e *Env) Stop() {
+	e.stopOnce.Do(func() {
+		e.mu.Lock()
+		scheds, stops := e.schedulers, e.stops
+		e.mu.Unlock()
+		// Schedulers first: the apiserver's shutdown otherwise waits 60 s
+		// for their watches.
+		for _, s := range scheds {
+			s.Stop()
+		}
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	})
+}
+
+func (e *Env) onStop(f func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.stops = append(e.stops, f)
 }
 
 func writeKubeconfig(cfg *rest.Config, path string) error {
@@ -110,3 +196,5 @@ func writeKubeconfig(cfg *rest.Config, path string) error {
 	}
 	return nil
 }
+
+var errNoDetail = errors.New("no detail reported")

@@ -32,7 +32,8 @@ const DefaultProfiles = `- schedulerName: kubegpu-scheduler
 // Scheduler is a running in-process kube-scheduler.
 type Scheduler struct {
 	cancel  context.CancelFunc
-	done    chan error
+	done    chan struct{}
+	err     error // set before done closes
 	stopped atomic.Bool
 }
 
@@ -46,6 +47,22 @@ var schedulerSeq atomic.Int64
 // time: kube-scheduler keeps process-wide state (configz, metrics).
 func (e *Env) StartScheduler(t testing.TB, cfg SchedulerConfig) *Scheduler {
 	t.Helper()
+	s, err := e.RunScheduler(cfg)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Errorf("testenv: %v", err)
+		}
+	})
+	return s
+}
+
+// RunScheduler is StartScheduler for a caller that is not a test: the
+// scheduler runs until Stop, or until Env.Stop, which stops it before the
+// apiserver.
+func (e *Env) RunScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 	profiles := cfg.Profiles
 	if strings.TrimSpace(profiles) == "" {
 		profiles = DefaultProfiles
@@ -62,17 +79,17 @@ profiles:
 %s`, e.Kubeconfig, profiles)
 	path := filepath.Join(e.Dir, fmt.Sprintf("scheduler-%d.yaml", schedulerSeq.Add(1)))
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
-		t.Fatalf("testenv: write scheduler config: %v", err)
+		return nil, fmt.Errorf("write scheduler config: %w", err)
 	}
 
 	opts := options.NewOptions()
 	if err := opts.Flags.FlagSet("misc").Parse([]string{"--config=" + path}); err != nil {
-		t.Fatalf("testenv: scheduler flags: %v", err)
+		return nil, fmt.Errorf("scheduler flags: %w", err)
 	}
-	// No serving endpoint: tests talk to the API, and a fixed port would
+	// No serving endpoint: callers talk to the API, and a fixed port would
 	// collide between parallel test packages.
 	if err := opts.Flags.FlagSet("secure serving").Parse([]string{"--secure-port=0"}); err != nil {
-		t.Fatalf("testenv: scheduler flags: %v", err)
+		return nil, fmt.Errorf("scheduler flags: %w", err)
 	}
 
 	var regOpts []app.Option
@@ -83,9 +100,9 @@ profiles:
 	cc, sched, err := app.Setup(ctx, opts, regOpts...)
 	if err != nil {
 		cancel()
-		t.Fatalf("testenv: scheduler setup: %v", err)
+		return nil, fmt.Errorf("scheduler setup: %w", err)
 	}
-	s := &Scheduler{cancel: cancel, done: make(chan error, 1)}
+	s := &Scheduler{cancel: cancel, done: make(chan struct{})}
 	go func() {
 		err := app.Run(ctx, cc, sched)
 		// kube-scheduler registers its config under a process-wide
@@ -93,20 +110,37 @@ profiles:
 		// the next scheduler of this process (a restart) can run.
 		configz.Delete("componentconfig")
 		if err != nil && ctx.Err() == nil {
-			t.Errorf("testenv: scheduler stopped: %v", err)
+			s.err = fmt.Errorf("scheduler stopped: %w", err)
 		}
-		s.done <- err
+		close(s.done)
 	}()
-	t.Cleanup(s.Stop)
-	return s
+	e.mu.Lock()
+	e.schedulers = append(e.schedulers, s)
+	e.mu.Unlock()
+	return s, nil
 }
 
-// Stop cancels the scheduler and waits for it to return. Safe to call
-// more than once.
-func (s *Scheduler) Stop() {
-	if s.stopped.Swap(true) {
-		return
+// Done is closed when the scheduler has returned, after Stop or because
+// it failed (Err says why).
+func (s *Scheduler) Done() <-chan struct{} { return s.done }
+
+// Err is why the scheduler stopped on its own; nil while it runs and
+// after a Stop.
+func (s *Scheduler) Err() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		return nil
 	}
-	s.cancel()
+}
+
+// Stop cancels the scheduler and waits for it to return; the error is
+// set if it had stopped on its own before. Safe to call more than once.
+func (s *Scheduler) Stop() error {
+	if !s.stopped.Swap(true) {
+		s.cancel()
+	}
 	<-s.done
+	return s.err
 }

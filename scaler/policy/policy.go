@@ -31,6 +31,26 @@ const MetricTarget = 1.0
 // latency holds the current count, so the two signals do not oscillate.
 const ShrinkBelow = 0.5
 
+// MaxGrowth bounds one decision to this multiple of the serving replicas
+// (or MaxGrowthPods more, whichever is larger). Replicas still loading do
+// not serve, so the queue and latency they would fix keep growing until
+// they are ready; without a bound every poll of a burst asks for more
+// again, the HPA (which counts starting pods as current) compounds the
+// asks, and a burst that is over before the first new replica is ready
+// leaves tens of GPUs to pay for. Measured with scaler/sim on the Azure
+// LLM code trace: docs/autoscale-simulator.md.
+const (
+	MaxGrowth     = 2.0
+	MaxGrowthPods = 4
+)
+
+// ShrinkStep is the share of the serving replicas given back per decision
+// while latency is under ShrinkBelow of the SLO; stepping down instead of
+// dropping to what the queue alone asks for (often 1: a server that keeps
+// up has no queue) keeps the capacity a burst needs in the first seconds,
+// before a new replica could load.
+const ShrinkStep = 0.2
+
 // Decision is the outcome for one snapshot.
 type Decision struct {
 	Desired     int32
@@ -49,14 +69,41 @@ type Decision struct {
 // Decide computes the desired replicas: the max of the queue rule and the
 // latency rule.
 func Decide(m *metadata.Metadata, s source.Snapshot) Decision {
+	return decide(m, s, history{})
+}
+
+// history is what Window knows beyond one snapshot.
+type history struct {
+	// latencyStale: the latency window still holds requests served
+	// before the last scale-up landed, so a breach holds the count
+	// instead of growing it.
+	latencyStale bool
+	// queueDraining: the queue shrank over the burst window, so the
+	// replicas serving keep up with arrivals and drain it.
+	queueDraining bool
+}
+
+func decide(m *metadata.Metadata, s source.Snapshot, h history) Decision {
 	var d Decision
 	current := int32(s.ReadyReplicas)
 	if m.TargetQueueDepth > 0 {
 		d.FromQueue = ceil(s.QueueTotal / m.TargetQueueDepth)
+		if h.queueDraining && d.FromQueue > current {
+			// Requests queued at a replica stay there (the Service does
+			// not move them); new replicas would only take new arrivals,
+			// which the serving ones already outpace.
+			d.FromQueue = current
+		}
 	}
 	if m.TargetLatency > 0 && s.Latency.Valid {
 		ratio := float64(s.Latency.Value) / float64(m.TargetLatency)
 		switch {
+		case ratio > 1 && (h.latencyStale || h.queueDraining):
+			// The window's breach is from requests that waited for
+			// replicas now serving, or from a burst the serving replicas
+			// are already draining: more replicas, ready in minutes,
+			// would come after it.
+			d.FromLatency = current
 		case ratio > 1:
 			// Over the SLO: grow in proportion to how far over, at least
 			// one replica, so a small breach still acts.
@@ -64,10 +111,14 @@ func Decide(m *metadata.Metadata, s source.Snapshot) Decision {
 		case ratio >= ShrinkBelow:
 			d.FromLatency = current
 		default:
-			d.FromLatency = 0
+			// Well under the SLO: give back a step of replicas.
+			d.FromLatency = current - max(1, int32(float64(current)*ShrinkStep))
 		}
 	}
 	d.Desired = max(d.FromQueue, d.FromLatency)
+	if limit := max(ceil(float64(current)*MaxGrowth), current+MaxGrowthPods); current > 0 && d.Desired > limit {
+		d.Desired = limit
+	}
 	d.Active = s.QueueTotal > m.ActivationQueueDepth || s.RunningTotal > 0
 	if d.Active && d.Desired < 1 {
 		// Work in flight needs a server even if the queue is empty.

@@ -19,6 +19,11 @@ import (
 type Window struct {
 	queue []point // queue totals within BurstWindow (plus one baseline)
 	want  []point // raw desired counts within ScaleDownStabilization
+	first time.Time
+	// ready is the previous snapshot's serving replicas; grownAt when
+	// that count last rose.
+	ready   int
+	grownAt time.Time
 }
 
 type point struct {
@@ -33,8 +38,13 @@ func (w *Window) Decide(m *metadata.Metadata, s source.Snapshot) Decision {
 		// The clock went backwards: the history no longer describes
 		// "the last N minutes".
 		w.queue, w.want = nil, nil
+		w.first, w.ready, w.grownAt = time.Time{}, 0, time.Time{}
 	}
-	growth := w.queueGrowth(m.BurstWindow, s.At, s.QueueTotal)
+	if w.first.IsZero() {
+		w.first = s.At
+	}
+	delta := w.queueGrowth(m.BurstWindow, s.At, s.QueueTotal)
+	growth := max(0, delta)
 	sized := s
 	if growth > 0 {
 		// The queue grew over the burst window: assume it keeps growing
@@ -42,17 +52,37 @@ func (w *Window) Decide(m *metadata.Metadata, s source.Snapshot) Decision {
 		// (and more) to load a model.
 		sized.QueueTotal += growth
 	}
-	d := Decide(m, sized)
+	if s.ReadyReplicas > w.ready && w.ready > 0 {
+		w.grownAt = s.At
+	}
+	w.ready = s.ReadyReplicas
+	// A latency percentile describes the capacity its window was served
+	// with: until one latency window has passed since replicas were
+	// added, a breach reflects the requests that waited for them (often
+	// queued on the old replicas, where new ones cannot take them over),
+	// so it holds the count instead of growing it again. The queue rule
+	// still sees new demand at once.
+	h := history{
+		latencyStale:  !w.grownAt.IsZero() && s.At.Sub(w.grownAt) < s.Latency.Window,
+		queueDraining: delta < 0,
+	}
+	d := decide(m, sized, h)
 	d.QueueGrowth = growth
 	d.Raw = d.Desired
 	d.Desired = w.stabilize(m.ScaleDownStabilization, s.At, d.Raw)
+	if m.ScaleDownStabilization > 0 && s.At.Sub(w.first) < m.ScaleDownStabilization && d.Desired < int32(s.ReadyReplicas) {
+		// A history shorter than the window (a restarted scaler, a new
+		// ScaledObject) cannot show that demand stayed low for the whole
+		// window: do not report fewer replicas than are serving yet.
+		d.Desired = int32(s.ReadyReplicas)
+	}
 	d.MetricValue = float64(d.Desired) * MetricTarget
 	return d
 }
 
-// queueGrowth records q and returns its increase since the newest sample
+// queueGrowth records q and returns its change since the newest sample
 // at or before now-window (or the oldest one kept, early on), so growth is
-// seen from the second poll on. Never negative.
+// seen from the second poll on.
 func (w *Window) queueGrowth(window time.Duration, now time.Time, q float64) float64 {
 	if window <= 0 {
 		w.queue = nil
@@ -61,7 +91,7 @@ func (w *Window) queueGrowth(window time.Duration, now time.Time, q float64) flo
 	w.queue = trim(w.queue, now.Add(-window), true)
 	var growth float64
 	if len(w.queue) > 0 {
-		growth = max(0, q-w.queue[0].v)
+		growth = q - w.queue[0].v
 	}
 	w.queue = append(w.queue, point{at: now, v: q})
 	return growth

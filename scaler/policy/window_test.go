@@ -15,6 +15,7 @@ type step struct {
 	queue, running float64
 	ready          int
 	latency        time.Duration
+	window         time.Duration // the latency window the source reports
 	want, raw      int32
 }
 
@@ -31,7 +32,7 @@ func TestWindow(t *testing.T) {
 			kv:   []string{"burstWindow", "0"},
 			steps: []step{
 				{at: 0, queue: 4, ready: 1, want: 1, raw: 1},
-				{at: 5, queue: 40, ready: 1, want: 10, raw: 10},
+				{at: 5, queue: 40, ready: 5, want: 10, raw: 10},
 			},
 		},
 		{
@@ -40,10 +41,10 @@ func TestWindow(t *testing.T) {
 				{at: 0, queue: 4, ready: 1, want: 1, raw: 1},
 				// +12 in 5s: size for 16+12=28 -> 7 on the first poll
 				// that sees the growth.
-				{at: 5, queue: 16, ready: 1, want: 7, raw: 7},
+				{at: 5, queue: 16, ready: 3, want: 7, raw: 7},
 				// Growth is measured from the baseline at or before
 				// now-30s (t=0): 24-4=20, size for 44 -> 11.
-				{at: 30, queue: 24, ready: 3, want: 11, raw: 11},
+				{at: 30, queue: 24, ready: 6, want: 11, raw: 11},
 				// Queue flat for a window: no growth, raw 6; held at 11.
 				{at: 65, queue: 24, ready: 6, want: 11, raw: 6},
 			},
@@ -101,8 +102,10 @@ func TestWindow(t *testing.T) {
 			steps: []step{
 				{at: 0, queue: 4, running: 8, ready: 4, latency: 900 * time.Millisecond, want: 4, raw: 4},
 				{at: 5, queue: 4, running: 8, ready: 4, latency: 2 * time.Second, want: 8, raw: 8},
-				{at: 10, queue: 0, running: 8, ready: 8, latency: 200 * time.Millisecond, want: 8, raw: 1},
-				{at: 66, queue: 0, running: 8, ready: 8, latency: 200 * time.Millisecond, want: 1, raw: 1},
+				// Well under the SLO: a step of 20% (1 of 8) is given back,
+				// once the window has passed.
+				{at: 10, queue: 0, running: 8, ready: 8, latency: 200 * time.Millisecond, want: 8, raw: 7},
+				{at: 66, queue: 0, running: 8, ready: 8, latency: 200 * time.Millisecond, want: 7, raw: 7},
 			},
 		},
 		{
@@ -110,7 +113,39 @@ func TestWindow(t *testing.T) {
 			kv:   []string{"burstWindow", "0"},
 			steps: []step{
 				{at: 100, queue: 40, ready: 10, want: 10, raw: 10},
-				{at: 50, queue: 4, ready: 10, want: 1, raw: 1},
+				{at: 50, queue: 4, ready: 1, want: 1, raw: 1},
+			},
+		},
+		{
+			name: "a draining queue does not grow the count; a growing one does",
+			kv:   []string{"burstWindow", "30s", "scaleDownStabilization", "0"},
+			steps: []step{
+				{at: 0, queue: 40, ready: 20, want: 10, raw: 10},
+				// 28 queued, down from 40: the serving replicas drain it
+				// (new ones could only take new arrivals): not 7, hold 5.
+				{at: 30, queue: 28, ready: 5, want: 5, raw: 5},
+				// Growing again (28 -> 36): sized for 36 + 8 -> 11,
+				// bounded to 2x the 5 serving.
+				{at: 60, queue: 36, ready: 5, want: 10, raw: 10},
+			},
+		},
+		{
+			name: "a latency breach right after replicas were added holds until a latency window has passed",
+			kv:   []string{"burstWindow", "0", "targetLatency", "1s", "scaleDownStabilization", "0"},
+			steps: []step{
+				{at: 0, running: 8, ready: 4, latency: 2 * time.Second, window: time.Minute, want: 8, raw: 8},
+				{at: 90, running: 8, ready: 8, latency: 2 * time.Second, window: time.Minute, want: 8, raw: 8},
+				{at: 149, running: 8, ready: 8, latency: 2 * time.Second, window: time.Minute, want: 8, raw: 8},
+				{at: 150, running: 8, ready: 8, latency: 2 * time.Second, window: time.Minute, want: 16, raw: 16},
+			},
+		},
+		{
+			name: "a new history holds the serving replicas until a window has passed",
+			kv:   []string{"burstWindow", "0", "scaleDownStabilization", "1m"},
+			steps: []step{
+				{at: 0, queue: 4, ready: 10, want: 10, raw: 1},
+				{at: 59, queue: 4, ready: 10, want: 10, raw: 1},
+				{at: 60, queue: 4, ready: 10, want: 1, raw: 1},
 			},
 		},
 	}
@@ -124,6 +159,7 @@ func TestWindow(t *testing.T) {
 					QueueTotal: st.queue, RunningTotal: st.running, ReadyReplicas: st.ready}
 				if st.latency > 0 {
 					snap.Latency = lat(st.latency)
+					snap.Latency.Window = st.window
 				}
 				d := w.Decide(m, snap)
 				if d.Desired != st.want || d.Raw != st.raw {

@@ -7,7 +7,9 @@
 // is therefore at most PollInterval (+ fetch time) old. A failed fetch makes
 // the next GetMetrics fail with codes.Unavailable at once (KEDA's fallback
 // applies), and a snapshot older than MaxAge (a wedged poller) is refused the
-// same way: stale data must not scale a model down.
+// same way: stale data must not scale a model down. A failing source is
+// fetched with backoff (doubling up to MaxBackoff), so sources that hang or
+// answer garbage take less CPU from the healthy ones.
 package server
 
 import (
@@ -57,8 +59,14 @@ type Options struct {
 	IdleTTL time.Duration
 	// StreamInterval is the StreamIsActive push period (PollInterval).
 	StreamInterval time.Duration
-	Metrics        *Metrics
-	Now            func() time.Time
+	// MaxBackoff caps the wait between fetches of a failing source, which
+	// doubles from PollInterval with each failure in a row
+	// (4*PollInterval). A source that is down, hanging or answering
+	// garbage then costs a quarter of a healthy one, leaving the CPU to
+	// the healthy ones; one success restores PollInterval.
+	MaxBackoff time.Duration
+	Metrics    *Metrics
+	Now        func() time.Time
 }
 
 // Server is the ExternalScaler implementation.
@@ -111,6 +119,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	if opts.StreamInterval <= 0 {
 		opts.StreamInterval = opts.PollInterval
+	}
+	if opts.MaxBackoff < opts.PollInterval {
+		opts.MaxBackoff = 4 * opts.PollInterval
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -181,37 +192,53 @@ func (s *Server) lookup(ref *pb.ScaledObjectRef) (*entry, error) {
 }
 
 func (s *Server) poll(ctx context.Context, e *entry, src source.Source) {
-	s.refresh(ctx, e, src)
+	err := s.refresh(ctx, e, src)
 	close(e.ready)
 	// KEDA asks about all its ScaledObjects at once after a restart, so
 	// pollers start together; a random phase spreads their fetches over
 	// the interval instead of bursting every PollInterval. The first fetch
 	// above is not delayed: a request is waiting for it.
-	phase := time.NewTimer(rand.N(s.opts.PollInterval))
-	select {
-	case <-ctx.Done():
-		phase.Stop()
-		return
-	case <-phase.C:
-	}
-	t := time.NewTicker(s.opts.PollInterval)
+	t := time.NewTimer(rand.N(s.opts.PollInterval))
 	defer t.Stop()
+	failures := 0
 	for {
-		s.refresh(ctx, e, src)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		start := time.Now()
+		err = s.refresh(ctx, e, src)
+		next := s.opts.PollInterval
+		if err != nil {
+			failures++
+			next = s.backoff(failures)
+		} else {
+			failures = 0
+		}
+		// Fetches start every interval, as a ticker would, unless a
+		// fetch took longer.
+		t.Reset(max(0, next-time.Since(start)))
 	}
 }
 
-func (s *Server) refresh(ctx context.Context, e *entry, src source.Source) {
+// backoff is the wait after the n-th failed fetch in a row: PollInterval
+// doubled n-1 times, at most MaxBackoff.
+func (s *Server) backoff(n int) time.Duration {
+	d := s.opts.PollInterval
+	for i := 1; i < n && d < s.opts.MaxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, s.opts.MaxBackoff)
+}
+
+// refresh fetches once and stores the outcome; it returns the fetch error.
+func (s *Server) refresh(ctx context.Context, e *entry, src source.Source) error {
 	fctx, cancel := context.WithTimeout(ctx, s.opts.FetchTimeout)
 	defer cancel()
 	snap, err := src.Fetch(fctx)
 	if ctx.Err() != nil {
-		return // shutting down or replaced; keep the last state
+		return ctx.Err() // shutting down or replaced; keep the last state
 	}
 	var dec policy.Decision
 	if err == nil {
@@ -228,7 +255,7 @@ func (s *Server) refresh(ctx context.Context, e *entry, src source.Source) {
 		if s.opts.Metrics != nil {
 			s.opts.Metrics.scrapeErrors.WithLabelValues(e.sourceType).Inc()
 		}
-		return
+		return err
 	}
 	klog.V(4).InfoS("Decision", "scaledObject", klog.KRef(e.namespace, e.name), "desired", dec.Desired,
 		"raw", dec.Raw, "queueGrowth", dec.QueueGrowth, "fromQueue", dec.FromQueue, "fromLatency", dec.FromLatency, "active", dec.Active,
@@ -237,6 +264,7 @@ func (s *Server) refresh(ctx context.Context, e *entry, src source.Source) {
 		s.opts.Metrics.desired.WithLabelValues(e.namespace, e.name).Set(float64(dec.Desired))
 		s.opts.Metrics.snapshotAge.WithLabelValues(e.namespace, e.name).Set(float64(snap.At.Unix()))
 	}
+	return nil
 }
 
 // current returns the entry's latest decision, or Unavailable when the

@@ -313,3 +313,63 @@ func TestEvictIdle(t *testing.T) {
 		t.Errorf("tracked %d after idle TTL", n)
 	}
 }
+
+// countingSource fails (or not) and counts its fetches.
+type countingSource struct {
+	fakeSource
+	fetches atomic.Int32
+}
+
+func (c *countingSource) Fetch(ctx context.Context) (source.Snapshot, error) {
+	c.fetches.Add(1)
+	return c.fakeSource.Fetch(ctx)
+}
+
+func TestFailingSourceBacksOff(t *testing.T) {
+	src := &countingSource{}
+	src.set(source.Snapshot{}, errors.New("connection refused"))
+	c, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := New(c, Options{PollInterval: 20 * time.Millisecond, MaxBackoff: 160 * time.Millisecond,
+		NewSource: func(string, *metadata.Metadata) (source.Source, error) { return src, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &pb.GetMetricsRequest{ScaledObjectRef: ref()}
+	if _, err := s.GetMetrics(ctx(t), req); status.Code(err) != codes.Unavailable {
+		t.Fatalf("failing source: %v, want Unavailable", err)
+	}
+	// Waits 20, 40, 80, then 160ms: about 10 fetches in 1.2s where a
+	// fixed 20ms interval would make 60.
+	time.Sleep(1200 * time.Millisecond)
+	if n := src.fetches.Load(); n < 5 || n > 20 {
+		t.Errorf("%d fetches of a failing source in 1.2s, want 5-20 (backoff to 160ms)", n)
+	}
+	if got := s.backoff(1); got != 20*time.Millisecond {
+		t.Errorf("backoff(1) = %v", got)
+	}
+	if got := s.backoff(100); got != 160*time.Millisecond {
+		t.Errorf("backoff(100) = %v", got)
+	}
+	// Healed: seen within one backoff, and the interval is back to 20ms.
+	src.set(source.Snapshot{QueueTotal: 8, ReadyReplicas: 1}, nil)
+	deadline := time.Now().Add(time.Second)
+	for {
+		resp, err := s.GetMetrics(ctx(t), req)
+		if err == nil {
+			if v := resp.MetricValues[0].MetricValue; v != 2 {
+				t.Fatalf("value %d, want 2", v)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("healed source still failing after 1s: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	before := src.fetches.Load()
+	time.Sleep(400 * time.Millisecond)
+	if n := src.fetches.Load() - before; n < 8 {
+		t.Errorf("%d fetches in 400ms after healing, want about 20", n)
+	}
+}

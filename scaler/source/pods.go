@@ -164,8 +164,12 @@ func (p *Pods) Fetch(ctx context.Context) (Snapshot, error) {
 		}
 		snap.Latency.Observations = window.Total()
 		if v, ok := window.Quantile(p.cfg.Meta.LatencyPercentile); ok {
+			d, err := latencyDuration(v, p.cfg.Meta.LatencyHistogram.UnitSeconds)
+			if err != nil {
+				return Snapshot{}, fmt.Errorf("histogram %s: %w", p.cfg.Meta.LatencyHistogram.Name, err)
+			}
 			snap.Latency.Valid = true
-			snap.Latency.Value = time.Duration(v * p.cfg.Meta.LatencyHistogram.UnitSeconds * float64(time.Second))
+			snap.Latency.Value = d
 		}
 	}
 	return snap, nil
@@ -216,14 +220,16 @@ func podReady(pod *corev1.Pod) bool {
 func (p *Pods) scrape(ctx context.Context, pod *corev1.Pod) podResult {
 	r := podResult{pod: pod.Name}
 	url := "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(p.cfg.Meta.MetricsPort)) + p.cfg.Meta.MetricsPath
-	body, err := get(ctx, p.cfg.Client, url, p.cfg.Timeout, p.cfg.MaxBodyBytes, "text/plain;version=0.0.4")
-	if err != nil {
+	var perr error
+	err := get(ctx, p.cfg.Client, url, p.cfg.Timeout, p.cfg.MaxBodyBytes, "text/plain;version=0.0.4", func(body []byte) error {
+		r.queue, r.running, r.latency, perr = ParseReplica(body, p.cfg.Meta)
+		return perr
+	})
+	switch {
+	case perr != nil:
+		r.err = fmt.Errorf("pod %s: %s: %w", pod.Name, url, perr)
+	case err != nil:
 		r.err = fmt.Errorf("pod %s: %w", pod.Name, err)
-		return r
-	}
-	r.queue, r.running, r.latency, err = ParseReplica(body, p.cfg.Meta)
-	if err != nil {
-		r.err = fmt.Errorf("pod %s: %s: %w", pod.Name, url, err)
 	}
 	return r
 }

@@ -107,12 +107,15 @@ func (p *Prometheus) Fetch(ctx context.Context) (Snapshot, error) {
 	}
 	byPod := map[string]int{}
 	for _, s := range queue {
-		if math.IsNaN(s.value) || math.IsInf(s.value, 0) || s.value < 0 {
-			return Snapshot{}, fmt.Errorf("prometheus: invalid queue value %v for pod %q", s.value, s.pod)
+		if err := checkValue("queue", s.value); err != nil {
+			return Snapshot{}, fmt.Errorf("prometheus: %w for pod %q", err, s.pod)
 		}
 		byPod[s.pod] = len(snap.Replicas)
 		snap.Replicas = append(snap.Replicas, Replica{Name: s.pod, Queue: s.value})
 		snap.QueueTotal += s.value
+	}
+	if math.IsInf(snap.QueueTotal, 0) {
+		return Snapshot{}, fmt.Errorf("prometheus: queue sums to %v", snap.QueueTotal)
 	}
 	snap.ReadyReplicas = len(queue)
 	if p.q.Running != "" {
@@ -121,10 +124,18 @@ func (p *Prometheus) Fetch(ctx context.Context) (Snapshot, error) {
 			return Snapshot{}, err
 		}
 		for _, s := range running {
+			// A NaN or negative count would make a busy model look idle
+			// (IsActive false) and let KEDA scale it to zero.
+			if err := checkValue("running", s.value); err != nil {
+				return Snapshot{}, fmt.Errorf("prometheus: %w for pod %q", err, s.pod)
+			}
 			snap.RunningTotal += s.value
 			if i, ok := byPod[s.pod]; ok {
 				snap.Replicas[i].Running = s.value
 			}
+		}
+		if math.IsInf(snap.RunningTotal, 0) {
+			return Snapshot{}, fmt.Errorf("prometheus: running requests sum to %v", snap.RunningTotal)
 		}
 	}
 	if p.q.Latency != "" {
@@ -137,9 +148,15 @@ func (p *Prometheus) Fetch(ctx context.Context) (Snapshot, error) {
 		}
 		snap.Latency.Window = p.cfg.Window
 		// NaN means no request finished in the window: no percentile.
+		// histogram_quantile gives +Inf only for a quantile above 1, which
+		// is never asked, so an infinite or negative answer is garbage.
 		if v := lat[0].value; !math.IsNaN(v) {
+			d, err := latencyDuration(v, p.cfg.Meta.LatencyHistogram.UnitSeconds)
+			if err != nil {
+				return Snapshot{}, fmt.Errorf("prometheus: %s: %w", p.q.Latency, err)
+			}
 			snap.Latency.Valid = true
-			snap.Latency.Value = time.Duration(v * p.cfg.Meta.LatencyHistogram.UnitSeconds * float64(time.Second))
+			snap.Latency.Value = d
 		}
 	}
 	return snap, nil
@@ -165,11 +182,11 @@ type promResponse struct {
 
 func (p *Prometheus) query(ctx context.Context, q string) ([]series, error) {
 	u := p.cfg.Meta.ServerAddress + "/api/v1/query?" + url.Values{"query": {q}}.Encode()
-	body, err := get(ctx, p.cfg.Client, u, p.cfg.Timeout, p.cfg.MaxBodyBytes, "application/json")
-	if err != nil {
-		return nil, fmt.Errorf("prometheus query %q: %w", q, err)
-	}
-	out, err := decodeVector(body)
+	var out []series
+	err := get(ctx, p.cfg.Client, u, p.cfg.Timeout, p.cfg.MaxBodyBytes, "application/json", func(body []byte) (err error) {
+		out, err = decodeVector(body)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("prometheus query %q: %w", q, err)
 	}

@@ -3,8 +3,10 @@ package source
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -125,6 +127,15 @@ func TestPrometheusErrors(t *testing.T) {
 		}
 	}))
 	t.Cleanup(huge.Close)
+	// Declares 1 GiB and sends nothing: refused on the header alone (a
+	// read would wait for the body until the timeout).
+	declared := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(1<<30))
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(declared.Close)
 
 	tests := []struct {
 		name string
@@ -142,9 +153,19 @@ func TestPrometheusErrors(t *testing.T) {
 		{"matrix", fakeProm(t, map[string]string{"num_requests": `{"status":"success","data":{"resultType":"matrix","result":[]}}`}).URL, nil, "matrix"},
 		{"bad value", fakeProm(t, map[string]string{"num_requests": vector(podSample("a", "lots"))}).URL, nil, "lots"},
 		{"negative queue", fakeProm(t, map[string]string{"num_requests": vector(podSample("a", "-1"))}).URL, nil, "invalid queue value"},
+		{"running NaN", fakeProm(t, map[string]string{"num_requests_waiting": vector(podSample("a", "0")), "num_requests_running": vector(podSample("a", "NaN"))}).URL, nil, "invalid running value NaN"},
+		{"running negative", fakeProm(t, map[string]string{"num_requests_waiting": vector(podSample("a", "0")), "num_requests_running": vector(podSample("a", "-2"))}).URL, nil, "invalid running value -2"},
+		{"queue sums to Inf", fakeProm(t, map[string]string{"num_requests_waiting": vector(podSample("a", "1e308"), podSample("b", "1e308"))}).URL, nil, "queue sums to +Inf"},
+		{"latency +Inf", fakeProm(t, map[string]string{
+			"num_requests_waiting": vector(podSample("a", "1")), "num_requests_running": vector(), "histogram_quantile": vector(`{"metric":{},"value":[1,"+Inf"]}`),
+		}).URL, []string{"targetLatency", "1s"}, "not a duration"},
+		{"latency negative", fakeProm(t, map[string]string{
+			"num_requests_waiting": vector(podSample("a", "1")), "num_requests_running": vector(), "histogram_quantile": vector(`{"metric":{},"value":[1,"-1"]}`),
+		}).URL, []string{"targetLatency", "1s"}, "not a duration"},
 		{"down", down.URL, nil, "connection refused"},
 		{"slow", slow.URL, nil, "deadline exceeded"},
 		{"huge", huge.URL, nil, "size limit"},
+		{"huge declared", declared.URL, nil, "Content-Length 1073741824"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -160,5 +181,66 @@ func TestPrometheusErrors(t *testing.T) {
 				t.Errorf("error %q does not mention %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestLatencyDuration(t *testing.T) {
+	tests := []struct {
+		v, unit float64
+		want    time.Duration
+		wantErr bool
+	}{
+		{v: 0.4, unit: 1, want: 400 * time.Millisecond},
+		{v: 250, unit: 0.001, want: 250 * time.Millisecond},
+		{v: 0, unit: 1, want: 0},
+		// Beyond a Duration: saturates instead of wrapping negative.
+		{v: 1e300, unit: 1, want: time.Duration(math.MaxInt64)},
+		{v: 1e10, unit: 1, want: time.Duration(math.MaxInt64)},
+		{v: -1, unit: 1, wantErr: true},
+		{v: math.Inf(1), unit: 1, wantErr: true},
+		{v: math.Inf(-1), unit: 1, wantErr: true},
+		{v: math.NaN(), unit: 1, wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := latencyDuration(tt.v, tt.unit)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("latencyDuration(%v, %v) = %v, %v; want %v, error %v", tt.v, tt.unit, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+// A huge but finite percentile is a breached SLO, not "no latency".
+func TestPrometheusHugeLatencySaturates(t *testing.T) {
+	srv := fakeProm(t, map[string]string{
+		"num_requests_waiting": vector(podSample("a", "1")),
+		"num_requests_running": vector(podSample("a", "1")),
+		"histogram_quantile":   vector(`{"metric":{},"value":[1,"1e300"]}`),
+	})
+	src, _ := NewPrometheus(PrometheusConfig{Meta: promMeta(t, srv.URL, "targetLatency", "1s"), Namespace: "ml"})
+	snap, err := src.Fetch(context.Background())
+	if err != nil || !snap.Latency.Valid || snap.Latency.Value != time.Duration(math.MaxInt64) {
+		t.Fatalf("got %+v, %v; want a saturated latency", snap.Latency, err)
+	}
+}
+
+func TestReadLimited(t *testing.T) {
+	for _, tt := range []struct {
+		size, limit int
+		wantLen     int
+	}{
+		{0, 10, 0},
+		{10, 10, 10},
+		{11, 10, 11}, // one byte over: the caller sees len > limit
+		{1 << 20, 100, 101},
+		{100 << 10, 1 << 20, 100 << 10},
+	} {
+		body := strings.Repeat("x", tt.size)
+		got, err := readLimited(strings.NewReader(body), nil, int64(tt.limit))
+		if err != nil || len(got) != tt.wantLen || cap(got) > tt.limit+1 && cap(got) > 32<<10 {
+			t.Errorf("size %d limit %d: len %d cap %d, %v; want len %d, cap at most limit+1", tt.size, tt.limit, len(got), cap(got), err, tt.wantLen)
+		}
+		if string(got) != body[:tt.wantLen] {
+			t.Errorf("size %d limit %d: wrong bytes", tt.size, tt.limit)
+		}
 	}
 }

@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -64,32 +66,104 @@ const (
 // ErrBodyTooLarge is returned when a response exceeds the size limit.
 var ErrBodyTooLarge = errors.New("response body exceeds size limit")
 
+// bodies recycles response buffers: a scrape is parsed right after it is
+// read and the parsers copy what they keep, so a buffer can serve the next
+// scrape, and hundreds of pollers do not allocate a body each per poll.
+// Buffers that grew past pooledBodyCap (an oversized answer) are left to
+// the garbage collector: pooled, a few of them would pin tens of MiB.
+var bodies = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
+
+const pooledBodyCap = 1 << 20
+
+// readLimited appends r's bytes to buf until EOF or until it holds more
+// than limit bytes. Growth doubles but never past limit+1, so an endless
+// body costs at most limit+1 bytes of buffer (bytes.Buffer would double
+// to twice the limit, and zeroing that showed in the fault load's CPU
+// profile).
+func readLimited(r io.Reader, buf []byte, limit int64) ([]byte, error) {
+	for int64(len(buf)) <= limit {
+		if len(buf) == cap(buf) {
+			nb := make([]byte, len(buf), min(max(2*cap(buf), 32<<10), int(limit)+1))
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
+}
+
 // get performs an HTTP GET with its own timeout and a body limit, and
-// returns the body; anything but 200 is an error.
-func get(ctx context.Context, client *http.Client, url string, timeout time.Duration, limit int64, accept string) ([]byte, error) {
+// hands the body to parse; anything but 200 is an error. The body is only
+// valid during parse.
+func get(ctx context.Context, client *http.Client, url string, timeout time.Duration, limit int64, accept string, parse func([]byte) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, fmt.Errorf("build request for %s: %w", url, err)
+		return fmt.Errorf("build request for %s: %w", url, err)
 	}
 	if accept != "" {
 		req.Header.Set("Accept", accept)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", url, err)
+		return fmt.Errorf("GET %s: %w", url, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	// A declared length over the limit is refused before reading a byte:
+	// a misbehaving server costs no memory or CPU. Bodies without a length
+	// (chunked) are read up to the limit and cut there.
+	if resp.ContentLength > limit {
+		return fmt.Errorf("GET %s: %w (%d bytes, Content-Length %d)", url, ErrBodyTooLarge, limit, resp.ContentLength)
+	}
+	bp := bodies.Get().(*[]byte)
+	body, err := readLimited(resp.Body, (*bp)[:0], limit)
+	defer func() {
+		if cap(body) <= pooledBodyCap {
+			*bp = body
+			bodies.Put(bp)
+		}
+	}()
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", url, err)
+		return fmt.Errorf("read %s: %w", url, err)
 	}
 	if int64(len(body)) > limit {
-		return nil, fmt.Errorf("GET %s: %w (%d bytes)", url, ErrBodyTooLarge, limit)
+		return fmt.Errorf("GET %s: %w (%d bytes)", url, ErrBodyTooLarge, limit)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: HTTP %d: %.200s", url, resp.StatusCode, body)
+		return fmt.Errorf("GET %s: HTTP %d: %.200s", url, resp.StatusCode, body)
 	}
-	return body, nil
+	return parse(body)
+}
+
+// latencyDuration turns a percentile in the histogram's unit into a
+// duration. A negative or infinite percentile comes only from a broken
+// histogram and is an error; one beyond what a Duration holds (~292
+// years) saturates, since float-to-int conversion would wrap it negative
+// and read a huge latency as none.
+func latencyDuration(v, unitSeconds float64) (time.Duration, error) {
+	s := v * unitSeconds
+	if math.IsNaN(s) || math.IsInf(s, 0) || s < 0 {
+		return 0, fmt.Errorf("latency percentile %v is not a duration", v)
+	}
+	if ns := s * float64(time.Second); ns < float64(math.MaxInt64) {
+		return time.Duration(ns), nil
+	}
+	return time.Duration(math.MaxInt64), nil
+}
+
+// checkValue rejects what no gauge of waiting or running requests can
+// hold: a missing data point must never read as zero or negative demand.
+func checkValue(what string, v float64) error {
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+		return fmt.Errorf("invalid %s value %v", what, v)
+	}
+	return nil
 }

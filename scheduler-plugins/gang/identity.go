@@ -8,6 +8,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	batchlisters "k8s.io/client-go/listers/batch/v1"
 
 	"github.com/kubegpu/kubegpu/pkg/contract"
 )
@@ -99,4 +100,39 @@ func parseIdentity(pod *v1.Pod, defaultTimeout time.Duration, jobs jobGetter) (i
 		return identity{}, true, fmt.Errorf("gang Job %s/%s has parallelism %d: nothing to place", pod.Namespace, job, id.size)
 	}
 	return id, true, nil
+}
+
+// Identity is a pod's gang as other plugins of the profile see it
+// (preemption evicts and places gangs whole).
+type Identity struct {
+	// Key names the gang: "namespace/name", or "namespace/job/NAME" for a
+	// Job gang.
+	Key  string
+	Size int
+}
+
+// KeyOf names the pod's kubegpu gang without any lookup; ok is false for
+// pods in none (pods of an upstream PodGroup included).
+func KeyOf(pod *v1.Pod) (string, bool) {
+	k, _, ok := gangKeyOf(pod)
+	if !ok {
+		return "", false
+	}
+	return k.String(), true
+}
+
+// Identify reads the pod's gang and its size; Job gangs take the size from
+// the Job's parallelism through jobs. ok is false for pods in no gang.
+func Identify(pod *v1.Pod, jobs batchlisters.JobLister) (Identity, bool, error) {
+	get := func(namespace, name string) (*batchv1.Job, error) {
+		if jobs == nil {
+			return nil, fmt.Errorf("no Job lister to size gang Job %s/%s", namespace, name)
+		}
+		return jobs.Jobs(namespace).Get(name)
+	}
+	id, ok, err := parseIdentity(pod, DefaultTimeout, get)
+	if err != nil || !ok {
+		return Identity{}, ok, err
+	}
+	return Identity{Key: id.key.String(), Size: id.size}, true, nil
 }

@@ -103,7 +103,8 @@ func (ng *nodeGPUs) fitWhole(r request, args *Args) (choice, string) {
 // then the lowest index. Without a mix it is the tightest fit.
 func (ng *nodeGPUs) fitShare(r request) (choice, string) {
 	best, bestFree, bestFrag := -1, fullGPU+1, 0.0
-	sawHealthy, sawMemory := false, false
+	// A node whose GPUs are all held whole says so, not "unhealthy".
+	sawFree, sawHealthy, sawMemory := false, false, false
 	var buf [gpunode.MaxGPUs]int
 	free := buf[:len(ng.used)]
 	if r.frag != nil {
@@ -113,6 +114,7 @@ func (ng *nodeGPUs) fitShare(r request) (choice, string) {
 		if ng.whole[i] {
 			continue
 		}
+		sawFree = true
 		if !ng.topo.GPUs[i].Healthy {
 			continue
 		}
@@ -141,6 +143,8 @@ func (ng *nodeGPUs) fitShare(r request) (choice, string) {
 	switch {
 	case best >= 0:
 		return choice{pos: []int{best}, quality: gpunode.SetQuality{Size: 1, Worst: gpunode.MaxPairScore}}, ""
+	case !sawFree:
+		return choice{}, reasonFreeGPUs
 	case !sawHealthy:
 		return choice{}, reasonHealthyGPUs
 	case !sawMemory:

@@ -76,6 +76,7 @@ func TestParseRequest(t *testing.T) {
 		{name: "memory rounds up", pod: pod(map[string]string{contract.ResourceGPU: "1"}, map[string]string{contract.AnnotationGPUMemoryMin: "1"}),
 			want: request{whole: 1, memoryMiB: 1, memoryStr: "1"}},
 		{name: "bad memory", pod: pod(map[string]string{contract.ResourceGPU: "1"}, map[string]string{contract.AnnotationGPUMemoryMin: "big"}), wantErr: "gpu-memory-min"},
+		{name: "memory beyond any GPU", pod: pod(map[string]string{contract.ResourceGPU: "1"}, map[string]string{contract.AnnotationGPUMemoryMin: "8Ei"}), wantErr: "no GPU has"},
 		{name: "zero memory", pod: pod(map[string]string{contract.ResourceGPU: "1"}, map[string]string{contract.AnnotationGPUMemoryMin: "0"}), wantErr: "positive"},
 		{name: "share 0", pod: pod(map[string]string{contract.ResourceGPUMilli: "0"}, nil), wantErr: "1-999"},
 		{name: "share 1500", pod: pod(map[string]string{contract.ResourceGPUMilli: "1500"}, nil), wantErr: "1-999"},
@@ -142,6 +143,8 @@ func TestFit(t *testing.T) {
 		{name: "share tightest", shape: "pcie-4xl4", shares: map[string]int{"GPU-1": 600, "GPU-2": 300}, req: request{milli: 400}, want: []int{1}},
 		{name: "share skips whole", shape: "pcie-4xl4", booked: [][]string{{"GPU-0"}}, req: request{milli: 100}, want: []int{1}},
 		{name: "share none fits", shape: "pcie-4xl4", shares: map[string]int{"GPU-0": 800, "GPU-1": 800, "GPU-2": 800, "GPU-3": 800}, req: request{milli: 300}, wantReason: "no GPU with 300/1000 free to share"},
+		{name: "share on all-whole node", shape: "pcie-4xl4", booked: [][]string{{"GPU-0", "GPU-1"}, {"GPU-2", "GPU-3"}}, req: request{milli: 100}, wantReason: reasonFreeGPUs},
+		{name: "share on unhealthy rest", shape: "pcie-4xl4", booked: [][]string{{"GPU-0", "GPU-1"}}, unhealthy: []int{2, 3}, req: request{milli: 100}, wantReason: reasonHealthyGPUs},
 		{name: "whole skips shared", shape: "pcie-4xl4", shares: map[string]int{"GPU-0": 1, "GPU-1": 1, "GPU-2": 1}, req: request{whole: 2}, wantReason: reasonFreeGPUs},
 	}
 	for _, tt := range tests {

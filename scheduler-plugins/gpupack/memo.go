@@ -85,7 +85,7 @@ func (m *memo) slot(k memoKey) *memoEntry {
 // their answer depends on the annotation, not only on the shape. The
 // caller holds the state's lock for reading.
 func (ng *nodeGPUs) fitMemo(r request, args *Args, pinned []string) (choice, string) {
-	if ng == nil || ng.topo == nil || pinned != nil {
+	if ng == nil || ng.topo == nil || ng.memo == nil || pinned != nil {
 		return ng.fit(r, args, pinned)
 	}
 	k := keyOf(ng, r)
@@ -111,7 +111,7 @@ func (ng *nodeGPUs) fitMemo(r request, args *Args, pinned []string) (choice, str
 // state, request, choice and free CPU. The caller holds the state's lock
 // for reading.
 func (p *Plugin) scoreMemo(ng *nodeGPUs, r request, c choice, host hostLeft, pinned bool) int64 {
-	if ng == nil || ng.topo == nil || pinned {
+	if ng == nil || ng.topo == nil || ng.memo == nil || pinned {
 		return p.scoreChoice(ng, r, c, host)
 	}
 	k := keyOf(ng, r)

@@ -70,6 +70,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	if err := p.watch(ctx, h); err != nil {
 		return nil, err
 	}
+	register(ctx, h, p)
 	return p, nil
 }
 
@@ -299,9 +300,6 @@ func (p *Plugin) waitSynced(ctx context.Context) error {
 	return nil
 }
 
-// PreFilterExtensions is nil: preemption support comes with its own issue.
-func (p *Plugin) PreFilterExtensions() fwk.PreFilterExtensions { return nil }
-
 // Filter admits nodes that hold a feasible GPU set for the pod.
 func (p *Plugin) Filter(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeInfo fwk.NodeInfo) *fwk.Status {
 	s, ok := getState(state)
@@ -309,7 +307,7 @@ func (p *Plugin) Filter(_ context.Context, state fwk.CycleState, _ *v1.Pod, node
 		return fwk.AsStatus(fmt.Errorf("%s: no cycle state", Name))
 	}
 	p.gpus.mu.RLock()
-	ng := p.gpus.nodes[nodeInfo.Node().Name]
+	ng := p.nodeFor(state, nodeInfo.Node().Name)
 	c, reason := ng.fitMemo(s.req, &p.args, s.pinned)
 	p.gpus.mu.RUnlock()
 	if reason != "" {

@@ -12,6 +12,9 @@ import (
 	"github.com/kubegpu/kubegpu/pkg/contract"
 )
 
+// maxGPUMemoryMin bounds kubegpu.io/gpu-memory-min (1 PiB).
+var maxGPUMemoryMin = resource.MustParse("1Pi")
+
 // request is what a pod asks of GPUs, parsed once per scheduling cycle.
 type request struct {
 	whole     int   // exclusive GPUs
@@ -74,6 +77,12 @@ func parseRequest(pod *v1.Pod, args *Args) (request, error) {
 		}
 		if q.Sign() <= 0 {
 			return request{}, fmt.Errorf("annotation %s=%q: must be positive", contract.AnnotationGPUMemoryMin, s)
+		}
+		// Bounded so the rounding below cannot overflow: 8Ei once wrapped
+		// to a negative floor that every GPU met (found by
+		// FuzzParseRequest).
+		if q.Cmp(maxGPUMemoryMin) > 0 {
+			return request{}, fmt.Errorf("annotation %s=%q: more than %s, which no GPU has", contract.AnnotationGPUMemoryMin, s, maxGPUMemoryMin.String())
 		}
 		r.memoryMiB = (q.Value() + (1<<20 - 1)) >> 20
 		r.memoryStr = s

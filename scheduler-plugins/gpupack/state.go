@@ -44,8 +44,10 @@ type nodeGPUs struct {
 	foreign int
 	// gen changes whenever anything above changes (under the state's
 	// write lock), so memo entries of an older gen are never used.
-	gen  uint64
-	memo memo
+	gen uint64
+	// memo is nil on a preemption dry run's private copy (copyUsage),
+	// whose answers must not be kept.
+	memo *memo
 }
 
 // booking is one pod's GPUs.
@@ -151,7 +153,7 @@ func (c *gpuState) setNode(node *v1.Node) {
 		}
 		return
 	}
-	ng := &nodeGPUs{name: node.Name, annotHash: hash, annotLen: len(annot), sharing: sharing}
+	ng := &nodeGPUs{name: node.Name, annotHash: hash, annotLen: len(annot), sharing: sharing, memo: &memo{}}
 	if old != nil {
 		ng.slot = old.slot
 	} else if n := len(c.freeSlots); n > 0 {

@@ -9,13 +9,15 @@ import (
 
 	"github.com/kubegpu/kubegpu/scheduler-plugins/gang"
 	"github.com/kubegpu/kubegpu/scheduler-plugins/gpupack"
+	"github.com/kubegpu/kubegpu/scheduler-plugins/gpupreempt"
 )
 
 // Plugins returns kubegpu's out-of-tree plugins by name.
 func Plugins() frameworkruntime.Registry {
 	return frameworkruntime.Registry{
-		gpupack.Name: gpupack.New,
-		gang.Name:    gang.New,
+		gpupack.Name:    gpupack.New,
+		gang.Name:       gang.New,
+		gpupreempt.Name: gpupreempt.New,
 	}
 }
 
@@ -34,8 +36,10 @@ func Options() []app.Option {
 // written with the binding. NodeResourcesFit ignores the GPU-share
 // resource, which GPUPack accounts per GPU, and packs GPUs
 // (MostAllocated) instead of spreading them. Gang runs at every point it
-// implements too; its PostFilter is also listed alone so that it runs
-// before DefaultPreemption, which can end the PostFilter chain.
+// implements too. GPUPreempt replaces DefaultPreemption: the same
+// preemption machinery with GPU-set- and gang-aware victims. Gang's
+// PostFilter is listed first so that it runs before GPUPreempt, which can
+// end the PostFilter chain.
 const Profile = `- schedulerName: kubegpu-scheduler
   plugins:
     multiPoint:
@@ -44,9 +48,13 @@ const Profile = `- schedulerName: kubegpu-scheduler
         weight: 10
       - name: Gang
         weight: 5
+      - name: GPUPreempt
+      disabled:
+      - name: DefaultPreemption
     postFilter:
       enabled:
       - name: Gang
+      - name: GPUPreempt
     # GPUPack binds first: it writes kubegpu.io/gpu-ids in the Binding
     # itself (one API write per pod); pods without GPUs fall through to
     # DefaultBinder.

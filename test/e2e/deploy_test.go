@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +28,9 @@ import (
 	"github.com/kubegpu/kubegpu/pkg/contract"
 	"github.com/kubegpu/kubegpu/pkg/gpunode"
 	"github.com/kubegpu/kubegpu/pkg/testenv"
+	"github.com/kubegpu/kubegpu/scheduler-plugins/gang"
 	"github.com/kubegpu/kubegpu/scheduler-plugins/gpupack"
+	"github.com/kubegpu/kubegpu/scheduler-plugins/gpupreempt"
 	"github.com/kubegpu/kubegpu/scheduler-plugins/registry"
 )
 
@@ -116,6 +119,15 @@ func TestDeploySchedulerConfig(t *testing.T) {
 	}
 	if bind := fw.ListPlugins().Bind.Enabled; len(bind) == 0 || bind[0].Name != gpupack.Name {
 		t.Errorf("bind plugins %v, want %s first", bind, gpupack.Name)
+	}
+	// Gang's PostFilter runs before GPUPreempt, which replaces
+	// DefaultPreemption.
+	var post []string
+	for _, p := range fw.ListPlugins().PostFilter.Enabled {
+		post = append(post, p.Name)
+	}
+	if len(post) < 2 || !slices.Equal(post[:2], []string{gang.Name, gpupreempt.Name}) || slices.Contains(post, "DefaultPreemption") {
+		t.Errorf("postFilter plugins %v, want %s then %s first and no DefaultPreemption", post, gang.Name, gpupreempt.Name)
 	}
 
 	// The same loading rejects bad GPUPack args, so the check above

@@ -9,40 +9,25 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/sets"
-	"k8s.io/klog/v2"
-	"k8s.io/kubernetes/pkg/kubelet/cm/containermap"
-	"k8s.io/kubernetes/pkg/kubelet/cm/devicemanager"
-	"k8s.io/kubernetes/pkg/kubelet/cm/topologymanager"
-	"k8s.io/kubernetes/pkg/kubelet/config"
-	"k8s.io/kubernetes/pkg/kubelet/lifecycle"
 
 	"github.com/kubegpu/kubegpu/deviceplugin"
 	"github.com/kubegpu/kubegpu/deviceplugin/inventory"
 	"github.com/kubegpu/kubegpu/deviceplugin/kubelet"
 	"github.com/kubegpu/kubegpu/pkg/contract"
 	"github.com/kubegpu/kubegpu/pkg/gpunode"
+	"github.com/kubegpu/kubegpu/pkg/kubeletdm"
 	"github.com/kubegpu/kubegpu/pkg/nvml"
 	"github.com/kubegpu/kubegpu/pkg/testenv"
 )
 
-// deviceManager is the kubelet's own device manager on a temp folder,
-// with the pods it treats as active (a kubelet frees the devices of pods
-// that are not).
-type deviceManager struct {
-	dir  string
-	mgr  *devicemanager.ManagerImpl
-	mu   sync.Mutex
-	pods []*v1.Pod
-}
-
-func startDeviceManager(t *testing.T) *deviceManager {
+// startDeviceManager runs the kubelet's own device manager on a temp
+// folder until the test ends.
+func startDeviceManager(t *testing.T) *kubeletdm.Manager {
 	t.Helper()
 	// Unix socket paths must stay under 108 bytes: not t.TempDir().
 	dir, err := os.MkdirTemp("/tmp", "kge2e")
@@ -50,52 +35,23 @@ func startDeviceManager(t *testing.T) *deviceManager {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	logger := klog.Background()
-	m, err := newManagerImpl(logger, filepath.Join(dir, "kubelet.sock"), nil, topologymanager.NewFakeManager(logger))
+	m, err := kubeletdm.Start(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &deviceManager{dir: dir, mgr: m}
-	active := func() []*v1.Pod {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		return slices.Clone(d.pods)
-	}
-	ready := config.NewSourcesReady(func(sets.Set[string]) bool { return true })
-	if err := m.Start(logger, active, ready, containermap.NewContainerMap(), sets.New[string]()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Stop(logger) })
-	return d
-}
-
-// allocatable is the kubelet's allocatable of each resource.
-func (d *deviceManager) allocatable() v1.ResourceList {
-	_, a, _ := d.mgr.GetCapacity(klog.Background())
-	return a
+	t.Cleanup(func() { _ = m.Stop() })
+	return m
 }
 
 // admit does what the kubelet does when it admits pod and starts its
-// first container: device allocation, then the container's run options.
-// It returns the container's environment.
-func (d *deviceManager) admit(ctx context.Context, t *testing.T, pod *v1.Pod) map[string]string {
+// first container, and returns the container's environment.
+func admit(ctx context.Context, t *testing.T, m *kubeletdm.Manager, pod *v1.Pod) map[string]string {
 	t.Helper()
-	d.mu.Lock()
-	d.pods = append(d.pods, pod)
-	d.mu.Unlock()
-	c := &pod.Spec.Containers[0]
-	if err := d.mgr.Allocate(ctx, pod, c, lifecycle.AddOperation); err != nil {
-		t.Fatalf("pod %s: Allocate: %v", pod.Name, err)
+	envs, err := m.Admit(ctx, pod)
+	if err != nil {
+		t.Fatal(err)
 	}
-	opts, err := d.mgr.GetDeviceRunContainerOptions(ctx, pod, c)
-	if err != nil || opts == nil {
-		t.Fatalf("pod %s: GetDeviceRunContainerOptions: %v, %v", pod.Name, opts, err)
-	}
-	env := map[string]string{}
-	for _, e := range opts.Envs {
-		env[e.Name] = e.Value
-	}
-	return env
+	return envs[pod.Spec.Containers[0].Name]
 }
 
 // TestDevicePluginHandshake runs the scheduler, the device plugin on a
@@ -122,9 +78,9 @@ func TestDevicePluginHandshake(t *testing.T) {
 	start := time.Now()
 	go func() {
 		done <- deviceplugin.Run(pctx, deviceplugin.Config{
-			Backend: backend, ResourceName: contract.ResourceGPU, PluginDir: dm.dir,
+			Backend: backend, ResourceName: contract.ResourceGPU, PluginDir: dm.Dir,
 			Sharing: true, SharedResourceName: contract.ResourceGPUMilli,
-			PodResourcesSocket: filepath.Join(dm.dir, "no-podresources.sock"),
+			PodResourcesSocket: filepath.Join(dm.Dir, "no-podresources.sock"),
 			NodeName:           nodeName, Client: env.Client.CoreV1(),
 			Health: inventory.HealthOptions{Recovery: true, RecoveryInterval: time.Minute},
 		})
@@ -140,7 +96,7 @@ func TestDevicePluginHandshake(t *testing.T) {
 	// The kubelet reports the device manager's allocatable on the Node.
 	var alloc v1.ResourceList
 	err = pollUntil(ctx, func() bool {
-		alloc = dm.allocatable()
+		alloc = dm.Allocatable()
 		g, s := alloc[contract.ResourceGPU], alloc[contract.ResourceGPUMilli]
 		return g.Value() == 8 && s.Value() == 8*1000
 	})
@@ -192,7 +148,7 @@ func TestDevicePluginHandshake(t *testing.T) {
 			if err != nil {
 				t.Fatalf("pod %s: %v", pod.Name, err)
 			}
-			envs := dm.admit(ctx, t, pod)
+			envs := admit(ctx, t, dm, pod)
 			got := strings.Split(envs["NVIDIA_VISIBLE_DEVICES"], ",")
 			if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(a.UUIDs))) {
 				t.Errorf("pod %s: container sees GPUs %v, scheduler chose %v", pod.Name, got, a)

@@ -58,9 +58,9 @@ func TestRealGPUHandshake(t *testing.T) {
 	start := time.Now()
 	go func() {
 		done <- deviceplugin.Run(pctx, deviceplugin.Config{
-			Backend: backend, ResourceName: contract.ResourceGPU, PluginDir: dm.dir,
+			Backend: backend, ResourceName: contract.ResourceGPU, PluginDir: dm.Dir,
 			Sharing: true, SharedResourceName: contract.ResourceGPUMilli,
-			PodResourcesSocket: filepath.Join(dm.dir, "no-podresources.sock"),
+			PodResourcesSocket: filepath.Join(dm.Dir, "no-podresources.sock"),
 			NodeName:           nodeName, Client: env.Client.CoreV1(), MetricsAddr: "127.0.0.1:0",
 			Health: inventory.HealthOptions{Recovery: true, RecoveryInterval: time.Minute},
 			Ready:  func(p *deviceplugin.Plugin) { ready <- p },
@@ -115,7 +115,7 @@ func TestRealGPUHandshake(t *testing.T) {
 	// share slots; the kubelet would report them on the Node.
 	var alloc v1.ResourceList
 	err = pollUntil(ctx, func() bool {
-		alloc = dm.allocatable()
+		alloc = dm.Allocatable()
 		g, s := alloc[contract.ResourceGPU], alloc[contract.ResourceGPUMilli]
 		return g.Value() == int64(n) && s.Value() == int64(n)*1000
 	})
@@ -141,7 +141,7 @@ func TestRealGPUHandshake(t *testing.T) {
 		if err != nil {
 			t.Fatalf("pod %s: %v", pod.Name, err)
 		}
-		envs := dm.admit(ctx, t, b)
+		envs := admit(ctx, t, dm, b)
 		if got := envs["NVIDIA_VISIBLE_DEVICES"]; got != strings.Join(a.UUIDs, ",") {
 			t.Errorf("pod %s: container sees %q, scheduler chose %v", pod.Name, got, a.UUIDs)
 		}

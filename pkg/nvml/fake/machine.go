@@ -58,6 +58,7 @@ type faultKey struct {
 // to; the other methods steer it from a test.
 type Machine struct {
 	name  string
+	host  string
 	shape shape
 	srv   *server.Server
 	devs  []*server.Device
@@ -77,7 +78,13 @@ type eventSet struct {
 }
 
 // New builds the fake machine NAME (see Names).
-func New(name string) (*Machine, error) {
+func New(name string) (*Machine, error) { return NewHost(name, "") }
+
+// NewHost builds the fake machine NAME as host HOST: its GPU UUIDs are
+// derived from the host name too, so several fake machines of one shape
+// (a fake cluster) have distinct UUIDs, as real GPUs do. An empty host is
+// New.
+func NewHost(name, host string) (*Machine, error) {
 	if _, ok := machines[name]; !ok {
 		return nil, fmt.Errorf("unknown fake NVML machine %q (valid: %s)", name, strings.Join(Names(), ", "))
 	}
@@ -87,6 +94,7 @@ func New(name string) (*Machine, error) {
 	}
 	m := &Machine{
 		name:   name,
+		host:   host,
 		shape:  sh,
 		srv:    sh.newServer(),
 		faults: map[faultKey]nvml.Return{},
@@ -120,7 +128,8 @@ func (m *Machine) Interface() nvml.Interface { return m.srv }
 func (m *Machine) GPUCount() int { return len(m.devs) }
 
 // UUID returns GPU index's UUID, stable across runs: derived from the
-// machine name and the index so tests and demos are reproducible.
+// machine name (and host, see NewHost) and the index so tests and demos
+// are reproducible.
 func (m *Machine) UUID(index int) string { return m.devs[index].UUID }
 
 // BusID returns GPU index's PCI bus ID (00000000:xx:00.0).
@@ -312,7 +321,11 @@ func (m *Machine) linksOf(i int) []remote {
 func (m *Machine) wireDevice(i int) {
 	d := m.devs[i]
 	sh := m.shape
-	d.UUID = "GPU-" + uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://kubegpu.io/fake/"+m.name+"/"+strconv.Itoa(i))).String()
+	seed := "https://kubegpu.io/fake/" + m.name + "/" + strconv.Itoa(i)
+	if m.host != "" {
+		seed = "https://kubegpu.io/fake/" + m.host + "/" + m.name + "/" + strconv.Itoa(i)
+	}
+	d.UUID = "GPU-" + uuid.NewSHA1(uuid.NameSpaceURL, []byte(seed)).String()
 	d.PciBusID = busID(sh.busIDs[i])
 	used := uint64(i+1) * 512 << 20
 	d.MemoryInfo = nvml.Memory{Total: d.MemoryInfo.Total, Used: used, Free: d.MemoryInfo.Total - used}

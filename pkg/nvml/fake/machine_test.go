@@ -129,3 +129,40 @@ func TestInjectAndSend(t *testing.T) {
 		t.Errorf("Xid after Free reached %d sets", n)
 	}
 }
+
+// TestHostUUIDs checks that fake machines of one shape on different hosts
+// have distinct UUIDs, stable per host, and that no host is New.
+func TestHostUUIDs(t *testing.T) {
+	uuids := func(m *Machine) []string {
+		var out []string
+		for i := range m.GPUCount() {
+			out = append(out, m.UUID(i))
+		}
+		return out
+	}
+	mk := func(host string) *Machine {
+		m, err := NewHost("dgx-h100", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	plain, err := New("dgx-h100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, a2, b := uuids(mk("node-a")), uuids(mk("node-a")), uuids(mk("node-b"))
+	if !slices.Equal(uuids(mk("")), uuids(plain)) {
+		t.Errorf("NewHost with no host differs from New")
+	}
+	if !slices.Equal(a, a2) {
+		t.Errorf("UUIDs of one host differ between builds: %v vs %v", a, a2)
+	}
+	seen := map[string]bool{}
+	for _, id := range slices.Concat(a, b, uuids(plain)) {
+		if seen[id] {
+			t.Errorf("UUID %s on two machines", id)
+		}
+		seen[id] = true
+	}
+}
