@@ -119,10 +119,10 @@ func lessClass(a, b class) bool {
 }
 
 // snapTolerance is how far the mix may drift before Score sees a new
-// snapshot: the largest change of any cumulative class probability (or
-// relative change of the CPU and memory per GPU). A drift this small
-// moves a score by a fraction of a point, while a stable snapshot lets
-// the memo (memo.go) answer repeat visits of unchanged nodes.
+// snapshot: the largest change of any cumulative class probability.
+// Scores are whole points of a rise of a whole node's capacity, so a
+// drift this small rarely changes one, while a stable snapshot lets the
+// memo (memo.go) answer repeat visits of unchanged nodes.
 const snapTolerance = 0.005
 
 func (m *mix) refreshLocked() {
