@@ -44,7 +44,8 @@ scaler. It applies the manifests under examples/, admits every bound pod
 through the device manager as a kubelet would, drives a load against the
 inference example while acting as KEDA and the HPA, prints what happened and
 writes an HTML report with the cluster's GPU map. It exits 0 only if every
-step was checked and held.`,
+step was checked and held. Set KUBEGPU_TEST_LOGS=2 to see the components'
+logs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)

@@ -82,6 +82,9 @@ type scalingResult struct {
 	Phases                         []loadPhase
 	Overrides                      map[string]string
 
+	// ctx ends with the demo's scaling parts: the pod cache and the
+	// scaler's pollers.
+	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	grpc   *grpc.Server
@@ -340,7 +343,7 @@ func (d *demo) applyInference(ctx context.Context) error {
 
 	// The scaler's pod cache, as kubegpu-scaler builds it.
 	sctx, cancel := context.WithCancel(context.Background())
-	s := &scalingResult{cancel: cancel, load: &loadSim{replicas: map[string]*fakeVLLM{}}}
+	s := &scalingResult{ctx: sctx, cancel: cancel, load: &loadSim{replicas: map[string]*fakeVLLM{}}}
 	d.scaling = s
 	factory := informers.NewSharedInformerFactoryWithOptions(d.client, 0, informers.WithNamespace(deploy.Namespace))
 	lister := factory.Core().V1().Pods().Lister()
@@ -497,15 +500,17 @@ func (d *demo) autoscale(ctx context.Context) error {
 	}
 	s.Min, s.Max = spec.min, spec.max
 
-	// Demo time: phases of seconds instead of minutes.
-	poll, hold := time.Second, 30*time.Second
-	s.Phases = []loadPhase{{"steady", 3, 6 * time.Second}, {"burst", 30, 30 * time.Second}, {"quiet", 1, 50 * time.Second}}
+	// Demo time: phases of seconds instead of minutes. The scaler gives
+	// replicas back a step per scale-down stabilization window, so that
+	// window is a few polls here (3 minutes in the example).
+	poll, hold := time.Second, 5*time.Second
+	s.Phases = []loadPhase{{"steady", 3, 6 * time.Second}, {"burst", 30, 30 * time.Second}, {"quiet", 1, 60 * time.Second}}
 	if d.opts.Short {
-		poll, hold = 500*time.Millisecond, 10*time.Second
-		s.Phases = []loadPhase{{"steady", 3, 2 * time.Second}, {"burst", 30, 10 * time.Second}, {"quiet", 1, 25 * time.Second}}
+		poll, hold = 500*time.Millisecond, 2500*time.Millisecond
+		s.Phases = []loadPhase{{"steady", 3, 2 * time.Second}, {"burst", 30, 10 * time.Second}, {"quiet", 1, 40 * time.Second}}
 	}
 	reg := prometheus.NewRegistry()
-	scaler, err := server.New(ctx, server.Options{
+	scaler, err := server.New(s.ctx, server.Options{
 		NewSource:    server.NewSourceFactory(server.SourceOptions{PodLister: d.inf.lister, Timeout: 2 * time.Second, Window: 3 * poll}),
 		PollInterval: poll / 4,
 		Metrics:      server.NewMetrics(reg),
@@ -554,12 +559,12 @@ func (d *demo) autoscale(ctx context.Context) error {
 
 	// The HPA KEDA creates for a ScaledObject; the demo's HPA rule writes
 	// its status each poll.
+	if spec.target != d.inf.deploy.Name {
+		return fmt.Errorf("ScaledObject targets %q, the example's Deployment is %q", spec.target, d.inf.deploy.Name)
+	}
 	hpa, err := d.client.AutoscalingV2().HorizontalPodAutoscalers(spec.namespace).Create(ctx, spec.hpa(metricName, target), metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("create HPA: %w", err)
-	}
-	if spec.target != d.inf.deploy.Name {
-		return fmt.Errorf("ScaledObject targets %q, the example's Deployment is %q", spec.target, d.inf.deploy.Name)
 	}
 	d.logf("HPA %s/%s created as KEDA would: External metric %s, AverageValue target %g", hpa.Namespace, hpa.Name,
 		hpa.Spec.Metrics[0].External.Metric.Name, target)
@@ -621,7 +626,7 @@ func (d *demo) autoscale(ctx context.Context) error {
 				pt.Desired = spec.hpaDesired(pt.Current, pt.Metric, target)
 			}
 			s.Points = append(s.Points, pt)
-			if err := d.setHPAStatus(ctx, hpa, pt, metricName); err != nil {
+			if err := d.setHPAStatus(ctx, hpa, pt); err != nil {
 				return err
 			}
 			mark := ""
@@ -765,7 +770,7 @@ func (s *scaledObjectSpec) hpa(metricName string, target float64) *autoscalingv2
 }
 
 // setHPAStatus records one poll on the HPA, as the HPA controller does.
-func (d *demo) setHPAStatus(ctx context.Context, hpa *autoscalingv2.HorizontalPodAutoscaler, pt scalePoint, metricName string) error {
+func (d *demo) setHPAStatus(ctx context.Context, hpa *autoscalingv2.HorizontalPodAutoscaler, pt scalePoint) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		cur, err := d.client.AutoscalingV2().HorizontalPodAutoscalers(hpa.Namespace).Get(ctx, hpa.Name, metav1.GetOptions{})
 		if err != nil {

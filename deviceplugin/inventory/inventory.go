@@ -28,6 +28,10 @@ type Inventory struct {
 	since   map[string]time.Time
 	xids    map[string]uint64 // critical Xid events seen, by UUID
 	changed chan struct{}     // closed and replaced on every health change
+	// watchDown is set while the NVML event watch is not armed (it
+	// failed and re-arming fails): no event could show that a GPU is
+	// still failing, so recovery waits for the watch.
+	watchDown bool
 }
 
 // New discovers the node's GPUs through backend; all start healthy.
@@ -148,6 +152,7 @@ func (inv *Inventory) RunHealth(ctx context.Context, opts HealthOptions) {
 		if errors.Is(err, nvml.ErrShutdown) {
 			return
 		}
+		inv.setWatchDown(err != nil)
 		if err != nil {
 			logger.Error(err, "Cannot watch GPU health; retrying", "backoff", backoff)
 		} else {
@@ -171,6 +176,7 @@ func (inv *Inventory) RunHealth(ctx context.Context, opts HealthOptions) {
 			if ctx.Err() != nil {
 				return
 			}
+			inv.setWatchDown(true)
 			failed = generic
 			if time.Since(started) > opts.MaxBackoff {
 				backoff = minBackoff // it ran well for a while: retry fast
@@ -184,6 +190,12 @@ func (inv *Inventory) RunHealth(ctx context.Context, opts HealthOptions) {
 		}
 		backoff = min(2*backoff, opts.MaxBackoff)
 	}
+}
+
+func (inv *Inventory) setWatchDown(down bool) {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	inv.watchDown = down
 }
 
 func (inv *Inventory) apply(logger klog.Logger, ev nvml.HealthEvent) {
@@ -211,9 +223,16 @@ func (inv *Inventory) recoverLoop(ctx context.Context, logger klog.Logger, inter
 }
 
 // recoverOnce marks healthy the unhealthy GPUs that stayed quiet for
-// interval and that NVML reads without error now.
+// interval and that NVML reads without error now, while the event watch
+// is armed.
 func (inv *Inventory) recoverOnce(ctx context.Context, logger klog.Logger, interval time.Duration) {
 	inv.mu.Lock()
+	if inv.watchDown {
+		// Quiet means nothing while no event can arrive: the GPUs the
+		// failed watch marked come back when it is re-armed.
+		inv.mu.Unlock()
+		return
+	}
 	var quiet []string
 	for uuid, t := range inv.since {
 		if time.Since(t) >= interval {

@@ -109,6 +109,23 @@ func TestHealth(t *testing.T) {
 			m.SendXid(1, 79)
 			wait(t, "Xid after re-arm", func() bool { return !healthy(inv)[1] })
 		}},
+		// Recovery does not bring GPUs back while the watch that would
+		// report them failing is down: the GPUs stay unhealthy for as
+		// long as the wait fails, then come back with the re-armed watch.
+		{"failed wait not recovered", true, func(t *testing.T, inv *Inventory, m interface {
+			SendXid(int, uint64) int
+			InjectError(string, int, gonvml.Return) error
+		}) {
+			_ = m.InjectError("Wait", -1, gonvml.ERROR_UNKNOWN)
+			wait(t, "all unhealthy", func() bool { return countHealthy(inv) == 0 })
+			for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+				if n := countHealthy(inv); n != 0 {
+					t.Fatalf("%d GPUs healthy while the event wait fails", n)
+				}
+			}
+			_ = m.InjectError("Wait", -1, gonvml.SUCCESS)
+			wait(t, "all healthy after re-arm", func() bool { return countHealthy(inv) == len(healthy(inv)) })
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -372,6 +372,17 @@ func (b *backend) WatchHealth(ctx context.Context, cfg HealthConfig) (<-chan Hea
 		}
 	}
 
+	// Probe the event wait once before reporting the watch armed. A
+	// library whose wait fails would otherwise look healthy again at
+	// every re-arm, and the GPUs would flap between healthy and not for as
+	// long as the fault lasts. An event the probe returns is handled first.
+	first, ret := set.Wait(0)
+	if ret != gonvml.SUCCESS && ret != gonvml.ERROR_TIMEOUT {
+		set.Free()
+		return nil, fmt.Errorf("watch health: %w", nvmlError("EventSet.Wait", -1, ret))
+	}
+	pending := ret == gonvml.SUCCESS
+
 	b.watches.Add(1)
 	go func() {
 		defer b.watches.Done()
@@ -402,7 +413,12 @@ func (b *backend) WatchHealth(ctx context.Context, cfg HealthConfig) (<-chan Hea
 				return
 			default:
 			}
-			ev, ret := set.Wait(timeoutMs)
+			ev, ret := first, gonvml.SUCCESS
+			if pending {
+				pending = false
+			} else {
+				ev, ret = set.Wait(timeoutMs)
+			}
 			if ret == gonvml.ERROR_TIMEOUT {
 				continue
 			}

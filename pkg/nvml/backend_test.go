@@ -404,8 +404,12 @@ func TestEveryCallFaultNoPanic(t *testing.T) {
 			_, derr := b.Discover(ctx)
 			_, terr := b.Telemetry(ctx)
 			ch, werr := b.WatchHealth(ctx, HealthConfig{WaitTimeout: 10 * time.Millisecond})
+			name := "NVML " + call
+			if call == "Wait" {
+				name = "NVML EventSet.Wait" // WatchHealth probes the wait before it returns
+			}
 			for _, err := range []error{derr, terr, werr} {
-				if err != nil && !strings.Contains(err.Error(), "NVML "+call) {
+				if err != nil && !strings.Contains(err.Error(), name) {
 					t.Errorf("error %q does not name %s", err, call)
 				}
 			}
@@ -641,5 +645,38 @@ func TestShutdown(t *testing.T) {
 	}
 	if _, err := b.WatchHealth(context.Background(), HealthConfig{}); !errors.Is(err, ErrShutdown) {
 		t.Errorf("WatchHealth after Shutdown: %v", err)
+	}
+}
+
+// TestWatchHealthProbesWait: a watch whose event wait fails is not
+// reported armed (so the device plugin keeps the GPUs unhealthy instead of
+// restoring them at every retry); once the wait works, it arms and
+// delivers events.
+func TestWatchHealthProbesWait(t *testing.T) {
+	b, m := openFake(t, "pcie-4xl4")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := m.InjectError("Wait", -1, gonvml.ERROR_UNKNOWN); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := b.WatchHealth(ctx, HealthConfig{WaitTimeout: 10 * time.Millisecond})
+	if err == nil || ch != nil || !errors.Is(err, gonvml.ERROR_UNKNOWN) || !strings.Contains(err.Error(), "NVML EventSet.Wait") {
+		t.Fatalf("WatchHealth with a failing wait: %v, %v; want no channel and an error naming EventSet.Wait", ch, err)
+	}
+	m.ClearErrors()
+	ch, err = b.WatchHealth(ctx, HealthConfig{WaitTimeout: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("WatchHealth after the wait works: %v", err)
+	}
+	if n := m.SendXid(1, 79); n != 1 {
+		t.Fatalf("Xid reached %d event sets, want 1 (the failed probe's set must be freed)", n)
+	}
+	select {
+	case ev := <-ch:
+		if ev.Index != 1 || ev.Xid != 79 {
+			t.Errorf("event %+v, want Xid 79 on GPU 1", ev)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("no event within 1s")
 	}
 }

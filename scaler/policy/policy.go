@@ -81,6 +81,15 @@ type history struct {
 	// queueDraining: the queue shrank over the burst window, so the
 	// replicas serving keep up with arrivals and drain it.
 	queueDraining bool
+	// The error budget over BudgetHorizon: the latency target is met
+	// for at least the percentile's share of requests (budgetOK: one
+	// window's breach holds instead of growing, since the misses still fit
+	// the budget), or for so many that less than half of the budget is
+	// spent (budgetSpare: a window within the target gives back a step).
+	// budgetKnown is false with too few requests to tell.
+	budgetKnown bool
+	budgetOK    bool
+	budgetSpare bool
 }
 
 func decide(m *metadata.Metadata, s source.Snapshot, h history) Decision {
@@ -98,20 +107,23 @@ func decide(m *metadata.Metadata, s source.Snapshot, h history) Decision {
 	if m.TargetLatency > 0 && s.Latency.Valid {
 		ratio := float64(s.Latency.Value) / float64(m.TargetLatency)
 		switch {
-		case ratio > 1 && (h.latencyStale || h.queueDraining):
+		case ratio > 1 && (h.latencyStale || h.queueDraining || (h.budgetKnown && h.budgetOK)):
 			// The window's breach is from requests that waited for
 			// replicas now serving, or from a burst the serving replicas
-			// are already draining: more replicas, ready in minutes,
-			// would come after it.
+			// are already draining (more replicas, ready in minutes,
+			// would come after it), or its misses fit the error budget:
+			// the target is a share of requests over time, not of every
+			// minute, and a bursty minute is not a lack of capacity.
 			d.FromLatency = current
 		case ratio > 1:
 			// Over the SLO: grow in proportion to how far over, at least
 			// one replica, so a small breach still acts.
 			d.FromLatency = max(current+1, ceil(float64(current)*ratio))
-		case ratio >= ShrinkBelow:
+		case ratio >= ShrinkBelow && !(h.budgetKnown && h.budgetSpare):
 			d.FromLatency = current
 		default:
-			// Well under the SLO: give back a step of replicas.
+			// Well under the SLO, or within it with most of the error
+			// budget unspent: give back a step of replicas.
 			d.FromLatency = current - max(1, int32(float64(current)*ShrinkStep))
 		}
 	}

@@ -24,7 +24,25 @@ type Window struct {
 	// that count last rose.
 	ready   int
 	grownAt time.Time
+	// budget holds non-overlapping latency windows (observations and how
+	// many met the target) over BudgetHorizon.
+	budget []budgetPoint
 }
+
+type budgetPoint struct {
+	at          time.Time
+	obs, within float64
+}
+
+// BudgetHorizon is how far back the error budget is counted: requests
+// within the latency target over non-overlapping latency windows. Long
+// enough to hold several bursts, short enough that a change of traffic
+// shows within a quarter of an hour.
+const BudgetHorizon = 15 * time.Minute
+
+// minBudgetRequests is the fewest requests a budget is judged on; below
+// it one slow request would swing the share by a percent.
+const minBudgetRequests = 100
 
 type point struct {
 	at time.Time
@@ -38,7 +56,7 @@ func (w *Window) Decide(m *metadata.Metadata, s source.Snapshot) Decision {
 		// The clock went backwards: the history no longer describes
 		// "the last N minutes".
 		w.queue, w.want = nil, nil
-		w.first, w.ready, w.grownAt = time.Time{}, 0, time.Time{}
+		w.first, w.ready, w.grownAt, w.budget = time.Time{}, 0, time.Time{}, nil
 	}
 	if w.first.IsZero() {
 		w.first = s.At
@@ -62,7 +80,10 @@ func (w *Window) Decide(m *metadata.Metadata, s source.Snapshot) Decision {
 	// queued on the old replicas, where new ones cannot take them over),
 	// so it holds the count instead of growing it again. The queue rule
 	// still sees new demand at once.
+	w.recordBudget(s)
+	known, ok, spare := w.budgetState(m)
 	h := history{
+		budgetKnown: known, budgetOK: ok, budgetSpare: spare,
 		latencyStale:  !w.grownAt.IsZero() && s.At.Sub(w.grownAt) < s.Latency.Window,
 		queueDraining: delta < 0,
 	}
@@ -127,4 +148,39 @@ func trim(ps []point, cutoff time.Time, keepBaseline bool) []point {
 		first--
 	}
 	return append(ps[:0], ps[first:]...)
+}
+
+// recordBudget keeps the snapshot's latency window if it does not
+// overlap the last one kept, and drops those older than BudgetHorizon.
+func (w *Window) recordBudget(s source.Snapshot) {
+	win := s.Latency.Window
+	if win <= 0 || s.Latency.Observations <= 0 {
+		return
+	}
+	if n := len(w.budget); n > 0 && s.At.Sub(w.budget[n-1].at) < win {
+		return
+	}
+	cut := 0
+	for cut < len(w.budget) && !w.budget[cut].at.After(s.At.Add(-BudgetHorizon)) {
+		cut++
+	}
+	w.budget = append(w.budget[cut:], budgetPoint{at: s.At, obs: s.Latency.Observations, within: s.Latency.WithinTarget})
+}
+
+// budgetState says whether the requests of the kept windows met the
+// latency target for at least the percentile's share (ok), for so many
+// that under half the budget is spent (spare), and whether there were
+// enough to tell (known).
+func (w *Window) budgetState(m *metadata.Metadata) (known, ok, spare bool) {
+	var obs, within float64
+	for _, p := range w.budget {
+		obs += p.obs
+		within += p.within
+	}
+	if obs < minBudgetRequests || m.TargetLatency <= 0 {
+		return false, false, false
+	}
+	att := within / obs
+	miss := 1 - m.LatencyPercentile
+	return true, att >= m.LatencyPercentile, 1-att <= miss/2
 }

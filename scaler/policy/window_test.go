@@ -16,6 +16,7 @@ type step struct {
 	ready          int
 	latency        time.Duration
 	window         time.Duration // the latency window the source reports
+	obs, within    float64       // the window's requests, and those within the target
 	want, raw      int32
 }
 
@@ -140,6 +141,39 @@ func TestWindow(t *testing.T) {
 			},
 		},
 		{
+			name: "error budget: a breach while the horizon is within the goal holds; overspent, it grows",
+			kv:   []string{"burstWindow", "0", "targetLatency", "1s", "latencyPercentile", "0.99", "scaleDownStabilization", "0"},
+			steps: []step{
+				// 1000 requests, 993 within: 99.3% >= 99%.
+				{at: 0, running: 8, ready: 8, latency: 900 * time.Millisecond, window: time.Minute, obs: 1000, within: 993, want: 8, raw: 8},
+				// A burst: the window's p99 is 2s, and the 15 minutes hold
+				// 1000+200 requests with 993+190 within (98.6%): overspent.
+				{at: 60, running: 8, ready: 8, latency: 2 * time.Second, window: time.Minute, obs: 200, within: 190, want: 16, raw: 16},
+			},
+		},
+		{
+			name: "error budget: within the goal, a breach holds",
+			kv:   []string{"burstWindow", "0", "targetLatency", "1s", "latencyPercentile", "0.99", "scaleDownStabilization", "0"},
+			steps: []step{
+				{at: 0, running: 8, ready: 8, latency: 900 * time.Millisecond, window: time.Minute, obs: 5000, within: 4965, want: 8, raw: 8},
+				// 5200 requests, 5155 within (99.1%): the burst's misses
+				// fit the budget.
+				{at: 60, running: 8, ready: 8, latency: 2 * time.Second, window: time.Minute, obs: 200, within: 190, want: 8, raw: 8},
+			},
+		},
+		{
+			name: "error budget: less than half spent, a window within the target gives back a step",
+			kv:   []string{"burstWindow", "0", "targetLatency", "1s", "latencyPercentile", "0.99", "scaleDownStabilization", "0"},
+			steps: []step{
+				// 99.9% within: under half the 1% budget; p99 0.8s is in
+				// the hold band, but the budget lets 20% go.
+				{at: 0, running: 8, ready: 10, latency: 800 * time.Millisecond, window: time.Minute, obs: 1000, within: 999, want: 8, raw: 8},
+				// 15 minutes on, too few requests to judge a budget
+				// (under 100): hold.
+				{at: 1000, running: 8, ready: 10, latency: 800 * time.Millisecond, window: time.Minute, obs: 50, within: 50, want: 10, raw: 10},
+			},
+		},
+		{
 			name: "a new history holds the serving replicas until a window has passed",
 			kv:   []string{"burstWindow", "0", "scaleDownStabilization", "1m"},
 			steps: []step{
@@ -160,6 +194,7 @@ func TestWindow(t *testing.T) {
 				if st.latency > 0 {
 					snap.Latency = lat(st.latency)
 					snap.Latency.Window = st.window
+					snap.Latency.Observations, snap.Latency.WithinTarget = st.obs, st.within
 				}
 				d := w.Decide(m, snap)
 				if d.Desired != st.want || d.Raw != st.raw {

@@ -46,7 +46,7 @@ func settingValue(s Setting) string {
 	case PolicyKEDAQueue:
 		return fmt.Sprintf("queue>%g", s.Value)
 	case PolicyHPAUtil:
-		return fmt.Sprintf("util %g%%", 100*s.Value)
+		return fmt.Sprintf("util=%g%%", 100*s.Value)
 	case PolicyStatic:
 		return fmt.Sprintf("%g replicas", s.Value)
 	}
@@ -70,24 +70,37 @@ func (rep *Report) CheapestBaseline(attainment float64) *Result {
 	return best
 }
 
-// Comparison states kubegpu's GPU-hours against the cheapest baseline run
-// that reaches kubegpu's attainment (and the goal's).
-func (rep *Report) Comparison() string {
-	var kg *Result
+// kubegpu returns kubegpu's reported run, or nil.
+func (rep *Report) kubegpu() *Result {
 	for _, p := range rep.Policies {
 		if p.Policy == PolicyKubegpu {
-			kg = p.Chosen
+			return p.Chosen
 		}
 	}
+	return nil
+}
+
+// compareAt is the attainment kubegpu is compared at: its own, or the goal
+// when it reaches the goal (the cheapest baseline that reaches the goal is
+// the alternative a user would pick).
+func (rep *Report) compareAt(kg *Result) float64 {
+	return min(kg.Attainment, rep.Config.Goal)
+}
+
+// Comparison states kubegpu's GPU-hours against the cheapest baseline run
+// that reaches kubegpu's attainment, or the goal if kubegpu reaches it.
+func (rep *Report) Comparison() string {
+	kg := rep.kubegpu()
 	if kg == nil {
 		return ""
 	}
+	at := rep.compareAt(kg)
 	line := fmt.Sprintf("kubegpu: %.2f%% in SLO (goal %.0f%%: %s)", 100*kg.Attainment, 100*rep.Config.Goal, yesNo(kg.Attainment >= rep.Config.Goal))
-	if b := rep.CheapestBaseline(kg.Attainment); b != nil {
-		line += fmt.Sprintf("; %.3f GPU-h = %.2fx the cheapest baseline run at >= that attainment (%s, %.2f%%, %.3f GPU-h)",
-			kg.GPUHours, kg.GPUHours/b.GPUHours, b.Setting, 100*b.Attainment, b.GPUHours)
+	if b := rep.CheapestBaseline(at); b != nil {
+		line += fmt.Sprintf("; %.3f GPU-h = %.2fx the cheapest baseline run at >= %.2f%% (%s, %.2f%%, %.3f GPU-h)",
+			kg.GPUHours, kg.GPUHours/b.GPUHours, 100*at, b.Setting, 100*b.Attainment, b.GPUHours)
 	} else {
-		line += "; no baseline run reaches that attainment"
+		line += fmt.Sprintf("; no baseline run reaches %.2f%%", 100*at)
 	}
 	return line
 }
@@ -112,7 +125,8 @@ type JSON struct {
 	Model    JSONModel             `json:"model"`
 	Policies map[string]JSONPolicy `json:"policies"`
 	// KubegpuVsCheapest is kubegpu's GPU-hours over the cheapest baseline
-	// run reaching kubegpu's attainment (absent if none does).
+	// run reaching kubegpu's attainment, or the goal if kubegpu reaches it
+	// (absent if none does).
 	KubegpuVsCheapest *float64 `json:"kubegpu_gpu_hours_vs_cheapest_baseline,omitempty"`
 	CheapestBaseline  string   `json:"cheapest_baseline,omitempty"`
 }
@@ -200,12 +214,9 @@ func (rep *Report) ToJSON(sweep bool) *JSON {
 		}
 		j.Policies[p.Policy] = jp
 	}
-	for _, p := range rep.Policies {
-		if p.Policy != PolicyKubegpu {
-			continue
-		}
-		if b := rep.CheapestBaseline(p.Chosen.Attainment); b != nil {
-			v := r4(p.Chosen.GPUHours / b.GPUHours)
+	if kg := rep.kubegpu(); kg != nil {
+		if b := rep.CheapestBaseline(rep.compareAt(kg)); b != nil {
+			v := r4(kg.GPUHours / b.GPUHours)
 			j.KubegpuVsCheapest, j.CheapestBaseline = &v, b.Setting.String()
 		}
 	}

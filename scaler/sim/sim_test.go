@@ -185,3 +185,33 @@ func TestNeeds(t *testing.T) {
 		t.Error("window 0: no error")
 	}
 }
+
+func TestComparison(t *testing.T) {
+	run := func(p string, v, att, h float64) *Result {
+		return &Result{Setting: Setting{Policy: p, Value: v}, Attainment: att, GPUHours: h}
+	}
+	statics := []*Result{run(PolicyStatic, 5, 0.97, 5), run(PolicyStatic, 6, 0.986, 6), run(PolicyStatic, 7, 0.991, 7), run(PolicyStatic, 8, 0.999, 8)}
+	tests := []struct {
+		name      string
+		kg        *Result
+		baselines []*Result
+		want      string
+	}{
+		{"kubegpu under the goal: compared at its own attainment", run(PolicyKubegpu, 0, 0.985, 9), statics,
+			"9.000 GPU-h = 1.50x the cheapest baseline run at >= 98.50% (static replicas=6, 98.60%, 6.000 GPU-h)"},
+		{"kubegpu over the goal: compared at the goal", run(PolicyKubegpu, 0, 0.995, 4), statics,
+			"4.000 GPU-h = 0.57x the cheapest baseline run at >= 99.00% (static replicas=7, 99.10%, 7.000 GPU-h)"},
+		{"no baseline reaches it", run(PolicyKubegpu, 0, 0.985, 4), statics[:1],
+			"no baseline run reaches 98.50%"},
+	}
+	for _, tt := range tests {
+		rep := &Report{Config: DefaultConfig(), Policies: []*PolicyResult{
+			{Policy: PolicyKubegpu, Chosen: tt.kg, Runs: []*Result{tt.kg}},
+			{Policy: PolicyStatic, Runs: tt.baselines},
+			{Policy: PolicyHPAUtil, Runs: []*Result{run(PolicyHPAUtil, 0.3, 0.96, 1)}},
+		}}
+		if got := rep.Comparison(); !strings.Contains(got, tt.want) {
+			t.Errorf("%s: %q, want it to contain %q", tt.name, got, tt.want)
+		}
+	}
+}

@@ -109,3 +109,22 @@ func (b Buckets) Quantile(q float64) (float64, bool) {
 	}
 	return lower + (b[i].UpperBound-lower)*(rank-below)/inBucket, true
 }
+
+// Below estimates how many observations are at or below x, interpolating
+// linearly inside the bucket like Quantile.
+func (b Buckets) Below(x float64) float64 {
+	lower, below := 0.0, 0.0
+	for _, bk := range b {
+		if x < bk.UpperBound {
+			if math.IsInf(bk.UpperBound, 1) || bk.UpperBound <= lower {
+				return below
+			}
+			if x <= lower {
+				return below
+			}
+			return below + (bk.Count-below)*(x-lower)/(bk.UpperBound-lower)
+		}
+		lower, below = bk.UpperBound, bk.Count
+	}
+	return below
+}

@@ -32,6 +32,33 @@ func TestQuantile(t *testing.T) {
 	}
 }
 
+func TestBelow(t *testing.T) {
+	inf := math.Inf(1)
+	b := Buckets{{0.1, 10}, {0.5, 50}, {1, 100}, {inf, 120}}
+	tests := []struct {
+		x, want float64
+	}{
+		{0, 0},
+		{0.05, 5},    // inside the first bucket, from 0
+		{0.1, 10},    // at a bound
+		{0.3, 30},    // halfway through 0.1-0.5
+		{1, 100},     // the last finite bound
+		{5, 100},     // in +Inf: only what is known to be below
+		{-1, 0},      // below everything
+		{0.75, 75},   // halfway through 0.5-1
+		{0.5, 50},    // exact bound
+		{0.1001, 10}, // just past a bound
+	}
+	for _, tt := range tests {
+		if got := b.Below(tt.x); math.Abs(got-tt.want) > 0.01 {
+			t.Errorf("Below(%v) = %v, want %v", tt.x, got, tt.want)
+		}
+	}
+	if got := (Buckets{}).Below(1); got != 0 {
+		t.Errorf("empty: %v", got)
+	}
+}
+
 func TestSubAndAdd(t *testing.T) {
 	inf := math.Inf(1)
 	now := Buckets{{1, 30}, {inf, 40}}

@@ -163,6 +163,7 @@ func (p *Pods) Fetch(ctx context.Context) (Snapshot, error) {
 			snap.Latency.Window = now.Sub(oldest)
 		}
 		snap.Latency.Observations = window.Total()
+		snap.Latency.WithinTarget = window.Below(p.cfg.Meta.TargetLatency.Seconds() / p.cfg.Meta.LatencyHistogram.UnitSeconds)
 		if v, ok := window.Quantile(p.cfg.Meta.LatencyPercentile); ok {
 			d, err := latencyDuration(v, p.cfg.Meta.LatencyHistogram.UnitSeconds)
 			if err != nil {

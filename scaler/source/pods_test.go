@@ -232,6 +232,9 @@ func TestPodsLatencyWindow(t *testing.T) {
 	if !snap.Latency.Valid || snap.Latency.Value < 900*time.Millisecond || snap.Latency.Value > time.Second || snap.Latency.Observations != 100 {
 		t.Errorf("windowed p95 = %+v, want ~0.975s over 100 observations", snap.Latency)
 	}
+	if snap.Latency.WithinTarget != 0 {
+		t.Errorf("within the 500ms target: %v of the window's requests, want 0 (all took 0.5-1s)", snap.Latency.WithinTarget)
+	}
 	// No new requests: no distribution in the window.
 	now = now.Add(90 * time.Second)
 	snap, err = src.Fetch(context.Background())

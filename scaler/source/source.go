@@ -48,6 +48,9 @@ type Latency struct {
 	Window time.Duration
 	// Observations is how many requests the window held (pods source only).
 	Observations float64
+	// WithinTarget is how many of them were at or below the latency
+	// target (pods source only).
+	WithinTarget float64
 }
 
 // Source produces snapshots. Implementations are safe for use by one

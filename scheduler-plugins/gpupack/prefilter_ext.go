@@ -278,3 +278,19 @@ func CycleRequest(state fwk.CycleState) (Request, bool) {
 	}
 	return Request{Whole: s.req.whole, Milli: s.req.milli, MemoryMiB: s.req.memoryMiB}, true
 }
+
+// BookedOn lists the pods whose GPUs GPUPack counts on the node. Its
+// informer handler may lag the scheduler's cache by a moment: preemption
+// drops bookings of pods the cycle's snapshot no longer has, so a victim
+// being deleted is not mistaken for one still holding its GPUs.
+func (p *Plugin) BookedOn(node string) []types.UID {
+	p.gpus.mu.RLock()
+	defer p.gpus.mu.RUnlock()
+	var out []types.UID
+	for uid, b := range p.gpus.bookings {
+		if b.node == node {
+			out = append(out, uid)
+		}
+	}
+	return out
+}

@@ -114,8 +114,13 @@ func (pl *Plugin) preemptForGang(ctx context.Context, c *cycle, state fwk.CycleS
 		sims[n] = s
 		return s
 	}
+	stale := 0
 	for _, ni := range infos {
-		simOf(ni.Node().Name)
+		n, err := pl.dropStale(ctx, c, simOf(ni.Node().Name), pod)
+		if err != nil {
+			return nil, fwk.AsStatus(err)
+		}
+		stale += n
 	}
 	evicted := map[types.UID]bool{}
 	var victims []*unit
@@ -125,7 +130,11 @@ func (pl *Plugin) preemptForGang(ctx context.Context, c *cycle, state fwk.CycleS
 		nodeName, chosen, st := pl.placeMember(ctx, c, sims, infos, pod, evicted, pdbs)
 		if !st.IsSuccess() {
 			msg := fmt.Sprintf("gang %s: preemption can place %d of the %d members it needs (%s); evicting nobody", id.Key, i, need, st.Message())
-			pl.fh.EventRecorder().Eventf(pod, nil, v1.EventTypeWarning, EventGangNoRoom, "Preempting", "%s", msg)
+			if len(victims) > 0 || st.Code() != fwk.UnschedulableAndUnresolvable {
+				// Only when there was something to evict: a gang among
+				// equals simply waits, as without preemption.
+				pl.fh.EventRecorder().Eventf(pod, nil, v1.EventTypeWarning, EventGangNoRoom, "Preempting", "%s", note("%s", msg))
+			}
 			logger.V(2).Info("Gang preemption not possible", "gang", id.Key, "placed", i, "needed", need)
 			return nil, fwk.NewStatus(fwk.Unschedulable, msg)
 		}
@@ -159,13 +168,17 @@ func (pl *Plugin) preemptForGang(ctx context.Context, c *cycle, state fwk.CycleS
 		assign[member.Name] = nodeName
 		if len(chosen) > 0 {
 			if p := c.plan(nodeName); p != nil {
-				details = append(details, fmt.Sprintf("%s: %s", member.Name, p.describe(nodeName)))
+				details = append(details, fmt.Sprintf("on %s %d pod(s) free %s", nodeName, p.npods, p.freed))
 			}
 		}
 	}
 	if len(victims) == 0 {
 		// Everything fits without evictions: nothing to preempt, the
-		// members only wait for their turn.
+		// members only wait for their turn (or for GPUPack to see pods
+		// already deleted).
+		if stale > 0 {
+			c.stale.Store(true)
+		}
 		return nil, fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("gang %s fits without preemption", id.Key))
 	}
 
@@ -211,8 +224,8 @@ func (pl *Plugin) preemptForGang(ctx context.Context, c *cycle, state fwk.CycleS
 		}
 		pl.fh.AddNominatedPod(logger, pi, &fwk.NominatingInfo{NominatedNodeName: assign[member.Name], NominatingMode: fwk.ModeOverride})
 	}
-	pl.fh.EventRecorder().Eventf(pod, nil, v1.EventTypeNormal, EventPreempting, "Preempting",
-		"gang %s: evicting %d pod(s) places all %d unplaced members; %s", id.Key, len(pods), need, strings.Join(details, "; "))
+	pl.fh.EventRecorder().Eventf(pod, nil, v1.EventTypeNormal, EventPreempting, "Preempting", "%s",
+		note("gang %s: evicting %d pod(s) places all %d unplaced members: %s", id.Key, len(pods), need, strings.Join(details, "; ")))
 	logger.V(2).Info("Gang preemption", "gang", id.Key, "members", need, "victims", len(pods))
 	return framework.NewPostFilterResultWithNominatedNode(assign[pod.Name]), fwk.NewStatus(fwk.Success,
 		fmt.Sprintf("gang %s: preempting %d victims for %d members", id.Key, len(pods), need))
@@ -226,6 +239,7 @@ func (pl *Plugin) placeMember(ctx context.Context, c *cycle, sims map[string]*si
 	var bestNode string
 	var best *plan
 	reasons := map[string]int{}
+	anyVictims := false
 	for _, info := range infos {
 		n := info.Node().Name
 		s := sims[n]
@@ -237,6 +251,7 @@ func (pl *Plugin) placeMember(ctx context.Context, c *cycle, sims map[string]*si
 			reasons["no lower-priority pods to evict"]++
 			continue
 		}
+		anyVictims = true
 		p, st := pl.selectOnNode(ctx, c, s.state.Clone(), pod, s.ni.Snapshot(), units, pdbs)
 		if !st.IsSuccess() {
 			reasons[st.Message()]++
@@ -252,7 +267,11 @@ func (pl *Plugin) placeMember(ctx context.Context, c *cycle, sims map[string]*si
 			parts = append(parts, fmt.Sprintf("%d node(s): %s", k, r))
 		}
 		sort.Strings(parts)
-		return "", nil, fwk.NewStatus(fwk.Unschedulable, strings.Join(parts, "; "))
+		code := fwk.Unschedulable
+		if !anyVictims {
+			code = fwk.UnschedulableAndUnresolvable
+		}
+		return "", nil, fwk.NewStatus(code, strings.Join(parts, "; "))
 	}
 	c.setPlan(bestNode, best)
 	return bestNode, best.victims, nil

@@ -22,6 +22,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	policy "k8s.io/api/policy/v1"
@@ -32,6 +34,7 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	policylisters "k8s.io/client-go/listers/policy/v1"
 	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
+	"k8s.io/klog/v2"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/scheduler/apis/config"
@@ -46,6 +49,10 @@ import (
 
 // Name is the plugin's name in KubeSchedulerConfiguration.
 const Name = "GPUPreempt"
+
+// staleRetry is how long a pod blocked only by GPU bookings of deleted
+// pods waits before it is tried again.
+const staleRetry = 250 * time.Millisecond
 
 // Event reasons.
 const (
@@ -114,9 +121,9 @@ func New(ctx context.Context, _ runtime.Object, fh fwk.Handle) (fwk.Plugin, erro
 		held := pl.heldGPUs(victim.UID)
 		inMemory, err := evict(ctx, c, preemptor, victim, pluginName)
 		if err == nil {
-			fh.EventRecorder().Eventf(victim, preemptor.Obj(), v1.EventTypeNormal, EventPreempted, "Preempting",
-				"evicted for %s %s/%s (priority %d) on node %s: frees GPUs %s", preemptor.Type(), preemptor.GetNamespace(), preemptor.GetName(),
-				preemptor.Priority(), c.Name(), held)
+			fh.EventRecorder().Eventf(victim, preemptor.Obj(), v1.EventTypeNormal, EventPreempted, "Preempting", "%s",
+				note("evicted for %s %s/%s (priority %d) on node %s: frees GPUs %s", preemptor.Type(), preemptor.GetNamespace(), preemptor.GetName(),
+					preemptor.Priority(), c.Name(), held))
 		}
 		return inMemory, err
 	}
@@ -141,6 +148,18 @@ func (pl *Plugin) heldGPUs(uid types.UID) string {
 	}
 	_, uuids, milli, unnamed := gp.HeldGPUs(uid)
 	return describeGPUs(uuids, milli, unnamed)
+}
+
+// maxNote keeps event notes under the API's 1 KiB limit (longer events
+// are rejected and lost).
+const maxNote = 1000
+
+func note(format string, args ...any) string {
+	s := fmt.Sprintf(format, args...)
+	if len(s) > maxNote {
+		s = s[:maxNote-3] + "..."
+	}
+	return s
 }
 
 func describeGPUs(uuids []string, milli, unnamed int) string {
@@ -178,6 +197,10 @@ type cycle struct {
 	gangs map[string][]fwk.PodInfo
 	mu    sync.Mutex
 	plans map[string]*plan
+	// stale is set when a node's only obstacle was GPU bookings of pods
+	// already deleted (GPUPack's informer handler runs behind the
+	// scheduler's cache for a moment).
+	stale atomic.Bool
 }
 
 func (c *cycle) setPlan(node string, p *plan) {
@@ -236,15 +259,29 @@ func (pl *Plugin) PostFilter(ctx context.Context, state fwk.CycleState, pod *v1.
 	}
 	if inGang && id.Size > 1 {
 		res, st := pl.preemptForGang(ctx, c, state, pod, id, m)
+		pl.retryIfStale(ctx, c, pod, st)
 		return res, prefixed(st)
 	}
 	res, st := pl.ev.Preempt(ctx, state, pod, m)
+	pl.retryIfStale(ctx, c, pod, st)
 	if st.IsSuccess() && res != nil && res.NominatingInfo != nil {
 		if p := c.plan(res.NominatedNodeName); p != nil {
-			pl.fh.EventRecorder().Eventf(pod, nil, v1.EventTypeNormal, EventPreempting, "Preempting", "%s", p.describe(res.NominatedNodeName))
+			pl.fh.EventRecorder().Eventf(pod, nil, v1.EventTypeNormal, EventPreempting, "Preempting", "%s", note("%s", p.describe(res.NominatedNodeName)))
 		}
 	}
 	return res, prefixed(st)
+}
+
+// retryIfStale wakes the pod shortly when preemption found it blocked
+// only by GPU bookings of deleted pods: the deletions that requeued it may
+// reach GPUPack after this cycle, and no later event would wake it.
+func (pl *Plugin) retryIfStale(ctx context.Context, c *cycle, pod *v1.Pod, st *fwk.Status) {
+	if st.IsSuccess() || !c.stale.Load() {
+		return
+	}
+	key := pod.Namespace + "/" + pod.Name
+	logger := klog.FromContext(ctx)
+	time.AfterFunc(staleRetry, func() { pl.fh.Activate(logger, map[string]*v1.Pod{key: pod}) })
 }
 
 func prefixed(st *fwk.Status) *fwk.Status {

@@ -16,6 +16,7 @@ import (
 	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
+	"k8s.io/kubernetes/pkg/scheduler/framework"
 	"k8s.io/kubernetes/pkg/scheduler/framework/preemption"
 	"k8s.io/kubernetes/pkg/scheduler/util"
 
@@ -267,6 +268,10 @@ func (pl *Plugin) selectOnNode(ctx context.Context, c *cycle, state fwk.CycleSta
 			}
 		}
 	}
+	stale, err := pl.dropStale(ctx, c, base, preemptor)
+	if err != nil {
+		return nil, fwk.AsStatus(err)
+	}
 	for _, u := range units {
 		if err := pl.remove(ctx, base, preemptor, u); err != nil {
 			return nil, fwk.AsStatus(err)
@@ -297,6 +302,12 @@ func (pl *Plugin) selectOnNode(ctx context.Context, c *cycle, state fwk.CycleSta
 		}
 	}
 	if best == nil {
+		if stale > 0 {
+			// The pod fits once GPUPack's state drops pods the snapshot
+			// no longer has: nothing to evict, retry shortly.
+			c.stale.Store(true)
+			return nil, fwk.NewStatus(fwk.Unschedulable, "GPU state is catching up with deleted pods")
+		}
 		return nil, fwk.AsStatus(fmt.Errorf("expected at least one victim pod on node %q", main))
 	}
 	return best, nil
@@ -665,4 +676,32 @@ func subsets(from []int, k, limit int) [][]int {
 	}
 	rec(0)
 	return out
+}
+
+// dropStale removes, in the dry run's state only, GPU bookings of pods
+// the snapshot no longer has on the node (deleted while GPUPack's
+// informer handler has not caught up).
+func (pl *Plugin) dropStale(ctx context.Context, c *cycle, s *sim, preemptor *v1.Pod) (int, error) {
+	if c.gp == nil {
+		return 0, nil
+	}
+	dropped := 0
+	in := map[types.UID]bool{}
+	for _, pi := range s.ni.GetPods() {
+		in[pi.GetPod().UID] = true
+	}
+	for _, uid := range c.gp.BookedOn(s.main) {
+		if in[uid] {
+			continue
+		}
+		pi, err := framework.NewPodInfo(&v1.Pod{ObjectMeta: metav1.ObjectMeta{UID: uid}})
+		if err != nil {
+			return dropped, err
+		}
+		if st := c.gp.RemovePod(ctx, s.state, preemptor, pi, s.ni); !st.IsSuccess() {
+			return dropped, st.AsError()
+		}
+		dropped++
+	}
+	return dropped, nil
 }

@@ -186,7 +186,7 @@ func TestSchedulerChaos(t *testing.T) {
 	nodes, pods, gangs := chaosNodes*scale, chaosPods*scale, chaosGangs*scale
 	env := testenv.Start(t)
 	client := fastClient(t, env)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(150*scale)*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(300*scale)*time.Second)
 	defer cancel()
 	start := time.Now()
 	r := rand.New(rand.NewPCG(10, 42))
@@ -337,13 +337,15 @@ func TestSchedulerChaos(t *testing.T) {
 			recreate++
 			again := chaosMember(fmt.Sprintf("%s-r%d", g, recreate), g, gangSize[g], int(podGPUCount(p)))
 			liveMu.Unlock()
-			if err := client.CoreV1().Pods("default").Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
-				t.Fatal(err)
-			}
+			// The other pod first, then the delete: the GPUs never look
+			// free to the scheduler in between.
 			filler := newPod("filler-"+p.Name, withResource(contract.ResourceGPU, fmt.Sprint(podGPUCount(p))),
 				withAnnotation(contract.AnnotationGPUIDs, p.Annotations[contract.AnnotationGPUIDs]))
 			filler.Spec.NodeName, filler.Spec.SchedulerName = p.Spec.NodeName, v1.DefaultSchedulerName
 			if err := create(filler); err != nil {
+				t.Fatal(err)
+			}
+			if err := client.CoreV1().Pods("default").Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
 				t.Fatal(err)
 			}
 			submit([]*v1.Pod{again})
@@ -463,7 +465,7 @@ func TestSchedulerChaos(t *testing.T) {
 				t.Errorf("pod %s was given unhealthy GPU %s on %s by the scheduler started after the change", p.Name, s.uuid, s.node)
 			}
 		}
-		t.Logf("unhealthy GPU %s on %s: %d pods hold it (placed before the change)", s.uuid, s.node, holders)
+		t.Logf("unhealthy GPU %s on %s: %d pods hold it", s.uuid, s.node, holders)
 	}
 	log.mu.Unlock()
 	// Invariant 4: a gang with bound and pending members is reported.

@@ -10,9 +10,11 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
@@ -24,7 +26,8 @@ import (
 )
 
 // Priority classes of the preemption tests.
-var priorityClasses = map[string]int32{"low": 10, "mid": 20, "high": 1000, "top": 2000}
+// ("high-never" has preemptionPolicy Never).
+var priorityClasses = map[string]int32{"low": 10, "mid": 20, "high": 1000, "high-never": 1000, "top": 2000}
 
 // preemptionRun is one scenario run under one preemption plugin.
 type preemptionRun struct {
@@ -65,6 +68,9 @@ func startPreemption(t *testing.T, stock bool, setup func(r *preemptionRun)) *pr
 	r := &preemptionRun{env: env, ctx: ctx, invs: map[string]*gpunode.Node{}, stock: stock}
 	for name, value := range priorityClasses {
 		pc := &schedulingv1.PriorityClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Value: value}
+		if name == "high-never" {
+			pc.PreemptionPolicy = ptr.To(v1.PreemptNever)
+		}
 		if _, err := env.Client.SchedulingV1().PriorityClasses().Create(ctx, pc, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -163,6 +169,33 @@ func (r *preemptionRun) settle(t *testing.T, names []string, quiet time.Duration
 	return last
 }
 
+// waitEventOnAny waits for an event with reason whose note contains text
+// on any of the named pods.
+func waitEventOnAny(ctx context.Context, t *testing.T, env *testenv.Env, pods []string, reason, text string) {
+	t.Helper()
+	var seen []string
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		list, err := env.Client.EventsV1().Events("default").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil //nolint:nilerr // transient; keep polling until ctx ends
+		}
+		seen = seen[:0]
+		for _, e := range list.Items {
+			if !slices.Contains(pods, e.Regarding.Name) {
+				continue
+			}
+			seen = append(seen, e.Regarding.Name+" "+e.Reason+": "+e.Note)
+			if e.Reason == reason && strings.Contains(e.Note, text) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("no %s event saying %q on %v: %v (events: %q)", reason, text, pods, err, seen)
+	}
+}
+
 // milliOf sums the GPU milli the named pods held (1000 per whole GPU).
 func milliOf(held map[string]int, names []string) int {
 	sum := 0
@@ -223,4 +256,241 @@ func TestPreemptionFreesNVLinkQuad(t *testing.T) {
 	sq, _ := inv.Quality(stock.gpus)
 	t.Logf("FIGURES quad: GPUPreempt %d victims %v, %d GPUs freed, pod on %v (worst pair score %d); stock DefaultPreemption %d victims %v, %d GPUs freed, pod on %v (worst pair score %d)",
 		len(ours.gone), ours.gone, len(ours.gone), ours.gpus, q.Worst, len(stock.gone), stock.gone, len(stock.gone), stock.gpus, sq.Worst)
+}
+
+// gangLabel makes a bound pod a member of a label-named gang.
+func gangLabel(gang string, size int) podOpt {
+	return func(p *v1.Pod) {
+		if p.Labels == nil {
+			p.Labels = map[string]string{}
+		}
+		p.Labels[contract.LabelGang] = gang
+		withAnnotation(contract.AnnotationGangSize, fmt.Sprint(size))(p)
+	}
+}
+
+// TestPreemptionEvictsWholeGangOnly: a low-priority 2-member gang holds
+// quad 0-3 on each of two DGX-1 nodes, mid-priority single-GPU pods the
+// other quads. A high-priority 4-GPU pod needs one quad: GPUPreempt
+// evicts both gang members (a gang goes whole or not at all); the stock
+// plugin evicts one member and leaves the other running alone.
+func TestPreemptionEvictsWholeGangOnly(t *testing.T) {
+	nodes := []string{"dgx1-a", "dgx1-b"}
+	var all []string
+	for _, n := range nodes {
+		all = append(all, "gang-"+n)
+		for g := 4; g < 8; g++ {
+			all = append(all, fmt.Sprintf("single-%s-%d", n, g))
+		}
+	}
+	type outcome struct{ gone []string }
+	ours, stock := compare(t, func(t *testing.T, stock bool) outcome {
+		r := startPreemption(t, stock, func(r *preemptionRun) {
+			for _, n := range nodes {
+				r.invs[n] = addShapedNode(r.ctx, t, r.env, "dgx1-v100", n, nil)
+				r.boundPod(t, "gang-"+n, n, "low", []int{0, 1, 2, 3}, 0, gangLabel("train", 2))
+				for g := 4; g < 8; g++ {
+					r.boundPod(t, fmt.Sprintf("single-%s-%d", n, g), n, "mid", []int{g}, 0)
+				}
+			}
+		})
+		createPods(r.ctx, t, r.env, newPod("hp", withResource(contract.ResourceGPU, "4"), withClass("high")))
+		node, gpus, _ := boundGPUs(r.ctx, t, r.env, "hp", r.invs)
+		o := outcome{gone: r.settle(t, all, time.Second)}
+		t.Logf("pod on %s GPUs %v; evicted %v", node, gpus, o.gone)
+		if !stock {
+			if !slices.Equal(o.gone, []string{"gang-dgx1-a", "gang-dgx1-b"}) {
+				t.Errorf("evicted %v, want both gang members and nothing else", o.gone)
+			}
+			waitEvent(r.ctx, t, r.env, "hp", gpupreempt.EventPreempting, "preempting 2 pod(s) on node")
+		}
+		return o
+	})
+	members := func(gone []string) int {
+		n := 0
+		for _, g := range gone {
+			if strings.HasPrefix(g, "gang-") {
+				n++
+			}
+		}
+		return n
+	}
+	t.Logf("FIGURES gang victim: GPUPreempt %d victims %v (%d of 2 gang members), %d GPUs freed; stock DefaultPreemption %d victims %v (%d of 2 gang members), %d GPUs freed",
+		len(ours.gone), ours.gone, members(ours.gone), 4*members(ours.gone)+len(ours.gone)-members(ours.gone),
+		len(stock.gone), stock.gone, members(stock.gone), 4*members(stock.gone)+len(stock.gone)-members(stock.gone))
+}
+
+// gangPreemptor runs a high-priority gang of 16 single-GPU pods on four
+// full DGX-1 nodes whose first topGPUs GPUs are held by top-priority
+// pods, the rest by low-priority ones.
+func gangPreemptor(t *testing.T, topGPUs int) (ours, stock gangOutcome) {
+	nodes := []string{"n0", "n1", "n2", "n3"}
+	var held []string
+	for _, n := range nodes {
+		for g := 0; g < 8; g++ {
+			held = append(held, fmt.Sprintf("%s-%d", n, g))
+		}
+	}
+	var members []string
+	for i := 0; i < 16; i++ {
+		members = append(members, fmt.Sprintf("hg-%02d", i))
+	}
+	return compare(t, func(t *testing.T, stock bool) gangOutcome {
+		r := startPreemption(t, stock, func(r *preemptionRun) {
+			for _, n := range nodes {
+				r.invs[n] = addShapedNode(r.ctx, t, r.env, "dgx1-v100", n, nil)
+				for g := 0; g < 8; g++ {
+					class := "low"
+					if g < topGPUs {
+						class = "top"
+					}
+					r.boundPod(t, fmt.Sprintf("%s-%d", n, g), n, class, []int{g}, 0)
+				}
+			}
+		})
+		for _, m := range members {
+			createPods(r.ctx, t, r.env, gangMember(m, "hpgang", 16, 1, "60s", withClass("high")))
+		}
+		var o gangOutcome
+		if topGPUs*len(nodes) <= 32-16 {
+			waitAllBound(r.ctx, t, r.env, members)
+			o.gone = r.settle(t, held, time.Second)
+		} else {
+			// Give preemption time to act (or not) and the gang time
+			// to (not) bind.
+			o.gone = r.settle(t, held, 3*time.Second)
+		}
+		o.bound = len(placement(r.ctx, t, r.env, members))
+		if !stock {
+			if topGPUs*len(nodes) <= 16 {
+				if len(o.gone) != 16 || o.bound != 16 {
+					t.Errorf("evicted %d, bound %d members; want 16 and 16", len(o.gone), o.bound)
+				}
+				waitEventOnAny(r.ctx, t, r.env, members, gpupreempt.EventPreempting, "places all 16 unplaced members")
+			} else {
+				if len(o.gone) != 0 || o.bound != 0 {
+					t.Errorf("evicted %v, bound %d members; want nobody evicted, none bound", o.gone, o.bound)
+				}
+				waitEventOnAny(r.ctx, t, r.env, members, gpupreempt.EventGangNoRoom, "evicting nobody")
+			}
+		}
+		return o
+	})
+}
+
+type gangOutcome struct {
+	gone  []string
+	bound int
+}
+
+// TestPreemptionGangPreemptorPlacesAll: with room for the whole gang once
+// low-priority pods go, GPUPreempt evicts exactly 16 and all 16 members
+// bind.
+func TestPreemptionGangPreemptorPlacesAll(t *testing.T) {
+	ours, stock := gangPreemptor(t, 0)
+	t.Logf("FIGURES gang preemptor (room for 16): GPUPreempt %d victims, %d GPUs freed, %d/16 members bound; stock DefaultPreemption %d victims, %d GPUs freed, %d/16 bound",
+		len(ours.gone), len(ours.gone), ours.bound, len(stock.gone), len(stock.gone), stock.bound)
+}
+
+// TestPreemptionGangPreemptorNoRoom: top-priority pods hold 24 of the 32
+// GPUs, so the gang cannot be placed whole: GPUPreempt evicts nobody.
+func TestPreemptionGangPreemptorNoRoom(t *testing.T) {
+	ours, stock := gangPreemptor(t, 6)
+	t.Logf("FIGURES gang preemptor (room for 8 of 16): GPUPreempt %d victims, %d/16 members bound; stock DefaultPreemption %d victims %v, %d GPUs freed, %d/16 bound",
+		len(ours.gone), ours.bound, len(stock.gone), stock.gone, len(stock.gone), stock.bound)
+}
+
+// TestPreemptionSharesFewestSharers: GPU 0 of a sharing node holds
+// shares of 600 and 400, GPU 1 five shares of 200 (all low priority, GPU
+// 0's the oldest); top-priority pods hold the other GPUs. A
+// high-priority pod asking for 500 needs one GPU with 500 free:
+// GPUPreempt evicts the single 600 share; the stock plugin reprieves the
+// oldest first and evicts three 200 shares.
+func TestPreemptionSharesFewestSharers(t *testing.T) {
+	sharers := []struct {
+		name  string
+		gpu   int
+		milli int
+	}{{"s600", 0, 600}, {"s400", 0, 400}, {"s200-a", 1, 200}, {"s200-b", 1, 200}, {"s200-c", 1, 200}, {"s200-d", 1, 200}, {"s200-e", 1, 200}}
+	names := make([]string, len(sharers))
+	held := map[string]int{}
+	for i, s := range sharers {
+		names[i] = s.name
+		held[s.name] = s.milli
+	}
+	type outcome struct {
+		gone []string
+		gpu  string
+	}
+	ours, stock := compare(t, func(t *testing.T, stock bool) outcome {
+		r := startPreemption(t, stock, func(r *preemptionRun) {
+			r.invs["l4"] = addShapedNode(r.ctx, t, r.env, "pcie-4xl4", "l4", map[string]string{contract.LabelGPUSharing: "true"})
+			start := time.Now().Add(-time.Hour)
+			for i, s := range sharers {
+				r.boundPod(t, s.name, "l4", "low", []int{s.gpu}, s.milli)
+				r.startedAt(t, s.name, start.Add(time.Duration(i)*time.Minute))
+			}
+			for g := 2; g < 4; g++ {
+				r.boundPod(t, fmt.Sprintf("whole-%d", g), "l4", "top", []int{g}, 0)
+			}
+		})
+		createPods(r.ctx, t, r.env, newPod("hp", withResource(contract.ResourceGPUMilli, "500"), withClass("high")))
+		_, gpus, _ := boundGPUs(r.ctx, t, r.env, "hp", r.invs)
+		o := outcome{gone: r.settle(t, names, time.Second), gpu: fmt.Sprint(gpus)}
+		if !stock {
+			if !slices.Equal(o.gone, []string{"s600"}) {
+				t.Errorf("evicted %v, want only s600", o.gone)
+			}
+			waitEvent(r.ctx, t, r.env, "s600", gpupreempt.EventPreempted, "GPU-l4-0 (600/1000)")
+		}
+		return o
+	})
+	t.Logf("FIGURES shares: GPUPreempt %d victims %v, %d milli freed, pod on GPU %s; stock DefaultPreemption %d victims %v, %d milli freed, pod on GPU %s",
+		len(ours.gone), ours.gone, milliOf(held, ours.gone), ours.gpu, len(stock.gone), stock.gone, milliOf(held, stock.gone), stock.gpu)
+}
+
+// TestPreemptionRespectsPDBAndNever: a high-priority pod with
+// preemptionPolicy Never evicts nobody; then a 4-GPU preemptor on a
+// DGX-1 whose quad 0-3 pods are covered by a PodDisruptionBudget (no
+// disruption allowed) evicts quad 4-7 instead.
+func TestPreemptionRespectsPDBAndNever(t *testing.T) {
+	victims := []string{"v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7"}
+	r := startPreemption(t, false, func(r *preemptionRun) {
+		r.invs["dgx1"] = addShapedNode(r.ctx, t, r.env, "dgx1-v100", "dgx1", nil)
+		for i, v := range victims {
+			var opts []podOpt
+			if i < 4 {
+				opts = append(opts, func(p *v1.Pod) { p.Labels = map[string]string{"app": "protected"} })
+			}
+			r.boundPod(t, v, "dgx1", "low", []int{i}, 0, opts...)
+		}
+		pdb := &policyv1.PodDisruptionBudget{
+			ObjectMeta: metav1.ObjectMeta{Name: "protected", Namespace: "default"},
+			Spec: policyv1.PodDisruptionBudgetSpec{
+				MinAvailable: ptr.To(intstr.FromInt32(4)),
+				Selector:     &metav1.LabelSelector{MatchLabels: map[string]string{"app": "protected"}},
+			},
+		}
+		if _, err := r.env.Client.PolicyV1().PodDisruptionBudgets("default").Create(r.ctx, pdb, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	never := newPod("never", withResource(contract.ResourceGPU, "4"), withClass("high-never"))
+	createPods(r.ctx, t, r.env, never)
+	if msg := unschedulableMessage(r.ctx, t, r.env, "never"); !strings.Contains(msg, "preemptionPolicy=Never") {
+		t.Errorf("pod with preemptionPolicy Never: condition %q, want it to say so", msg)
+	}
+	if gone := r.settle(t, victims, time.Second); len(gone) > 0 {
+		t.Fatalf("a pod with preemptionPolicy Never evicted %v", gone)
+	}
+	if err := r.env.Client.CoreV1().Pods("default").Delete(r.ctx, "never", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
+		t.Fatal(err)
+	}
+
+	createPods(r.ctx, t, r.env, newPod("hp", withResource(contract.ResourceGPU, "4"), withClass("high")))
+	_, gpus, _ := boundGPUs(r.ctx, t, r.env, "hp", r.invs)
+	gone := r.settle(t, victims, time.Second)
+	if !slices.Equal(gone, victims[4:]) || !slices.Equal(gpus, []int{4, 5, 6, 7}) {
+		t.Errorf("evicted %v, pod on GPUs %v; want v4-v7 and GPUs 4-7 (v0-v3 are under a PodDisruptionBudget)", gone, gpus)
+	}
 }
