@@ -173,6 +173,8 @@ type cycleState struct {
 	// chosen is what Reserve booked, for PreBind and Unreserve.
 	chosen   []string
 	reserved bool
+	// sim is this (cloned) cycle's private GPU usage (prefilter_ext.go).
+	sim *simState
 }
 
 // choicePages is a per-cycle array of cachedChoice by node slot, in
@@ -218,9 +220,16 @@ type cachedChoice struct {
 	c  choice
 }
 
-// Clone shares the state: it is read-only after PreFilter except for the
-// choices cache, whose entries each belong to one node.
-func (s *cycleState) Clone() fwk.StateData { return s }
+// Clone copies the state for a dry run (preemption, nominated pods):
+// the request, pins and choices cache are shared (read-only after
+// PreFilter, or per node), the private GPU usage is deep-copied.
+func (s *cycleState) Clone() fwk.StateData {
+	c := *s
+	if s.sim != nil {
+		c.sim, _ = s.sim.Clone().(*simState)
+	}
+	return &c
+}
 
 func getState(state fwk.CycleState) (*cycleState, bool) {
 	d, err := state.Read(stateKey)
@@ -307,7 +316,7 @@ func (p *Plugin) Filter(_ context.Context, state fwk.CycleState, _ *v1.Pod, node
 		return fwk.AsStatus(fmt.Errorf("%s: no cycle state", Name))
 	}
 	p.gpus.mu.RLock()
-	ng := p.nodeFor(state, nodeInfo.Node().Name)
+	ng := p.nodeFor(s, nodeInfo.Node().Name)
 	c, reason := ng.fitMemo(s.req, &p.args, s.pinned)
 	p.gpus.mu.RUnlock()
 	if reason != "" {

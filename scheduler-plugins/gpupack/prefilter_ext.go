@@ -14,14 +14,12 @@ import (
 	"github.com/kubegpu/kubegpu/pkg/gpunode"
 )
 
-// simKey holds a cycle's private changes to node GPU usage: the pods a
+// simState is a cycle's private changes to node GPU usage: the pods a
 // preemption dry run removes (candidate victims) or adds (reprieved
-// victims, nominated pods). It is written only into cloned CycleStates,
-// so the shared informer state and the original cycle never see it.
-const simKey fwk.StateKey = Name + "/sim"
-
-// simState is the GPU usage of the nodes a dry run changed, copied from
-// the shared state on first change.
+// victims, nominated pods), and the nodes they changed, copied from the
+// shared state on first change. It hangs off GPUPack's cycle state in a
+// cloned CycleState, so the shared informer state and the original cycle
+// never see it.
 type simState struct {
 	nodes   map[string]*nodeGPUs
 	removed map[types.UID]bool     // bound pods taken off their node
@@ -50,23 +48,21 @@ func (ng *nodeGPUs) copyUsage() *nodeGPUs {
 	return &c
 }
 
+// readSim is the cycle's private GPU usage, nil when no dry run changed
+// any. It lives in GPUPack's cycle state (one state read per Filter),
+// which Clone copies, so a dry run's changes stay in its clone.
 func readSim(state fwk.CycleState) *simState {
-	if state == nil {
-		return nil
+	if cs, ok := getState(state); ok {
+		return cs.sim
 	}
-	d, err := state.Read(simKey)
-	if err != nil {
-		return nil
-	}
-	s, _ := d.(*simState)
-	return s
+	return nil
 }
 
 // nodeFor returns the node's GPUs as this cycle sees them. The caller
 // holds p.gpus.mu for reading.
-func (p *Plugin) nodeFor(state fwk.CycleState, name string) *nodeGPUs {
-	if s := readSim(state); s != nil {
-		if ng, ok := s.nodes[name]; ok {
+func (p *Plugin) nodeFor(cs *cycleState, name string) *nodeGPUs {
+	if cs.sim != nil {
+		if ng, ok := cs.sim.nodes[name]; ok {
 			return ng
 		}
 	}
@@ -81,10 +77,14 @@ func (p *Plugin) PreFilterExtensions() fwk.PreFilterExtensions { return p }
 // creating the sim state and the copy on first use. The caller holds
 // p.gpus.mu for reading.
 func (p *Plugin) simNodeLocked(state fwk.CycleState, name string) (*simState, *nodeGPUs) {
-	s := readSim(state)
+	cs, ok := getState(state)
+	if !ok {
+		return nil, nil // the pod skipped GPUPack: nothing to change
+	}
+	s := cs.sim
 	if s == nil {
 		s = &simState{nodes: map[string]*nodeGPUs{}, removed: map[types.UID]bool{}, added: map[types.UID]*booking{}}
-		state.Write(simKey, s)
+		cs.sim = s
 	}
 	ng, ok := s.nodes[name]
 	if !ok {
@@ -120,6 +120,9 @@ func (p *Plugin) RemovePod(_ context.Context, state fwk.CycleState, _ *v1.Pod, p
 		return nil // holds no GPUs we know of
 	}
 	s, ng := p.simNodeLocked(state, b.node)
+	if s == nil {
+		return nil
+	}
 	if ng != nil {
 		p.gpus.applyLocked(ng, b, -1)
 	}
@@ -159,7 +162,7 @@ func (p *Plugin) AddPod(_ context.Context, state fwk.CycleState, _ *v1.Pod, podI
 	}
 	name := nodeInfo.Node().Name
 	s, ng := p.simNodeLocked(state, name)
-	if ng == nil || ng.topo == nil {
+	if s == nil || ng == nil || ng.topo == nil {
 		return nil
 	}
 	b := &booking{node: name, milli: req.milli}
@@ -194,7 +197,7 @@ func (p *Plugin) CycleFit(state fwk.CycleState, node string) (fit Fit, wants boo
 	}
 	p.gpus.mu.RLock()
 	defer p.gpus.mu.RUnlock()
-	ng := p.nodeFor(state, node)
+	ng := p.nodeFor(s, node)
 	c, reason := ng.fit(s.req, &p.args, s.pinned)
 	if reason != "" {
 		return Fit{}, true, reason
