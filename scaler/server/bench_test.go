@@ -102,20 +102,7 @@ func bench500(b *testing.B) (pb.ExternalScalerClient, []*pb.GetMetricsRequest) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	g := grpc.NewServer()
-	s.Register(g)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go g.Serve(l)
-	b.Cleanup(g.Stop)
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { conn.Close() })
-	client := pb.NewExternalScalerClient(conn)
+	client := serveLoopback(b, s)
 	// Every ScaledObject answers before timing starts.
 	for _, r := range reqs {
 		resp, err := client.GetMetrics(ctx, r)
@@ -151,20 +138,7 @@ func BenchmarkGetMetrics500Idle(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	g := grpc.NewServer()
-	s.Register(g)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go g.Serve(l)
-	b.Cleanup(g.Stop)
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { conn.Close() })
-	client := pb.NewExternalScalerClient(conn)
+	client := serveLoopback(b, s)
 	var reqs []*pb.GetMetricsRequest
 	for i := 0; i < 500; i++ {
 		r := &pb.GetMetricsRequest{MetricName: MetricName, ScaledObjectRef: ref()}
@@ -221,4 +195,24 @@ func vmRSS() (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmRSS in /proc/self/status: %v", sc.Err())
+}
+
+// serveLoopback serves s over plaintext gRPC on a loopback port for the
+// test's lifetime and returns a client dialled to it.
+func serveLoopback(tb testing.TB, s *Server) pb.ExternalScalerClient {
+	tb.Helper()
+	g := grpc.NewServer()
+	s.Register(g)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go g.Serve(l)
+	tb.Cleanup(g.Stop)
+	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return pb.NewExternalScalerClient(conn)
 }

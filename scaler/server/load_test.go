@@ -15,9 +15,7 @@ import (
 	"time"
 
 	pb "github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -136,20 +134,7 @@ func startFaultyLoad(tb testing.TB, faults bool) *faultyLoad {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	g := grpc.NewServer()
-	s.Register(g)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	go g.Serve(l)
-	tb.Cleanup(g.Stop)
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { conn.Close() })
-	ld.client = pb.NewExternalScalerClient(conn)
+	ld.client = serveLoopback(tb, s)
 
 	// First contact, all at once as KEDA does after a restart: the
 	// healthy ones answer, the faulty ones fail (slow ones after the
