@@ -1,8 +1,9 @@
 package gpupack
 
 import (
-	fwk "k8s.io/kube-scheduler/framework"
 	"math"
+
+	fwk "k8s.io/kube-scheduler/framework"
 
 	"github.com/kubegpu/kubegpu/pkg/gpunode"
 )

@@ -197,18 +197,7 @@ func TestSchedulerChaos(t *testing.T) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	invs := map[string]*gpunode.Node{}
-	var invMu sync.Mutex
-	if err := parallel(nodes, 8, func(i int) error {
-		name := fmt.Sprintf("node-%03d", i)
-		inv, err := createShapedNode(ctx, client, mixedShapes[i%len(mixedShapes)], name)
-		invMu.Lock()
-		invs[name] = inv
-		invMu.Unlock()
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	invs := createShapedNodes(ctx, t, client, nodes, "node-%03d")
 
 	log := &bindLog{boundAt: map[string]time.Time{}, created: map[string]time.Time{}}
 	factory := informers.NewSharedInformerFactory(client, 0)

@@ -95,18 +95,7 @@ func TestGPUPackConcurrency(t *testing.T) {
 	defer cancel()
 
 	start := time.Now()
-	invs := map[string]*gpunode.Node{}
-	var invMu sync.Mutex
-	if err := parallel(nodes, 8, func(i int) error {
-		name := fmt.Sprintf("node-%02d", i)
-		inv, err := createShapedNode(ctx, client, mixedShapes[i%len(mixedShapes)], name)
-		invMu.Lock()
-		invs[name] = inv
-		invMu.Unlock()
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	invs := createShapedNodes(ctx, t, client, nodes, "node-%02d")
 	startScheduler(t, env)
 	t.Logf("nodes up after %s", time.Since(start))
 
@@ -238,6 +227,25 @@ func hasGPU(inv *gpunode.Node, uuid string) bool {
 		}
 	}
 	return false
+}
+
+// createShapedNodes creates n nodes of the mixed shapes in turn, named
+// with nameFmt, in parallel, and returns their inventories by name.
+func createShapedNodes(ctx context.Context, t *testing.T, client kubernetes.Interface, n int, nameFmt string) map[string]*gpunode.Node {
+	t.Helper()
+	invs := map[string]*gpunode.Node{}
+	var mu sync.Mutex
+	if err := parallel(n, 8, func(i int) error {
+		name := fmt.Sprintf(nameFmt, i)
+		inv, err := createShapedNode(ctx, client, mixedShapes[i%len(mixedShapes)], name)
+		mu.Lock()
+		invs[name] = inv
+		mu.Unlock()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return invs
 }
 
 // createShapedNode is addShapedNode for code without a *testing.T (the
