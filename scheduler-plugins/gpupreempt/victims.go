@@ -302,13 +302,16 @@ func (pl *Plugin) selectOnNode(ctx context.Context, c *cycle, state fwk.CycleSta
 		}
 	}
 	if best == nil {
+		// Nothing needs evicting: the pod fits in the dry run although
+		// the cycle's Filter turned it away, so GPUPack's state and the
+		// scheduler's snapshot disagree for a moment (deleted pods not yet
+		// dropped, or bookings not yet seen). An error here would park
+		// the pod until an unrelated cluster event; retry shortly instead.
+		c.stale.Store(true)
 		if stale > 0 {
-			// The pod fits once GPUPack's state drops pods the snapshot
-			// no longer has: nothing to evict, retry shortly.
-			c.stale.Store(true)
 			return nil, fwk.NewStatus(fwk.Unschedulable, "GPU state is catching up with deleted pods")
 		}
-		return nil, fwk.AsStatus(fmt.Errorf("expected at least one victim pod on node %q", main))
+		return nil, fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("no victim needed on node %q: GPU state is catching up", main))
 	}
 	return best, nil
 }
