@@ -135,15 +135,17 @@ func stateBytesPerNode(tb testing.TB, nodes []*v1.Node) float64 {
 	return float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(len(nodes))
 }
 
-// TestChoiceCache: Score uses Filter's choice for the node it was made
-// on, and never another node's after a deleted node's slot is reused.
-func TestChoiceCache(t *testing.T) {
+// TestScoreAfterFilter: Score answers for Filter's choice on each node,
+// and a node replaced under the same name after Filter (deleted, added
+// back with its GPUs booked) is judged as it is now, not by the old
+// node's answer.
+func TestScoreAfterFilter(t *testing.T) {
 	ctx := context.Background()
 	p, err := NewStandalone(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodes := make([]*v1.Node, 70) // more than one page of slots
+	nodes := make([]*v1.Node, 70)
 	infos := make([]*framework.NodeInfo, len(nodes))
 	for i := range nodes {
 		nodes[i] = shapedAPINode(t, "dgx-h100", fmt.Sprintf("n%02d", i))
@@ -174,19 +176,12 @@ func TestChoiceCache(t *testing.T) {
 		}
 	}
 
-	// n00 goes; a new node takes its slot with 7 GPUs booked. Score must
-	// not reuse n00's choice for it.
-	slot := p.gpus.nodes["n00"].slot
+	// n00 goes and comes back with 7 of its GPUs booked: Score must not
+	// answer with the choice Filter made on the old n00.
 	p.ForgetNode("n00")
-	other := shapedAPINode(t, "dgx-h100", "other")
-	p.ObserveNode(other)
-	if got := p.gpus.nodes["other"].slot; got != slot {
-		t.Fatalf("new node got slot %d, want the freed %d", got, slot)
-	}
-	p.gpus.reserve("x", "other", []string{"GPU-other-0", "GPU-other-1", "GPU-other-2", "GPU-other-3", "GPU-other-4", "GPU-other-5", "GPU-other-6"}, 0)
-	ni := framework.NewNodeInfo()
-	ni.SetNode(other)
-	if got, _ := p.Score(ctx, state, pd, ni); got != 0 {
+	p.ObserveNode(nodes[0])
+	p.gpus.reserve("x", "n00", []string{"GPU-n00-0", "GPU-n00-1", "GPU-n00-2", "GPU-n00-3", "GPU-n00-4", "GPU-n00-5", "GPU-n00-6"}, 0)
+	if got, _ := p.Score(ctx, state, pd, infos[0]); got != 0 {
 		t.Fatalf("Score on a node where the pod does not fit = %d, want 0 (no stale choice)", got)
 	}
 }

@@ -136,4 +136,25 @@ func (p *Plugin) scoreMemo(ng *nodeGPUs, r request, c choice, host hostLeft, pin
 	return s
 }
 
+// memoScore is Score's fast path: the memo's score for the request on
+// this node, when Filter's fit and a score for the same pod CPU, memory
+// and node free resources are both there. Pinned requests are never
+// kept. The caller holds the state's lock for reading.
+func (ng *nodeGPUs) memoScore(r request, host hostLeft, pinned bool) (int64, bool) {
+	if ng == nil || ng.topo == nil || ng.memo == nil || pinned {
+		return 0, false
+	}
+	k := keyOf(ng, r)
+	ng.memo.mu.Lock()
+	defer ng.memo.mu.Unlock()
+	// A scored entry that is also fitted holds the score of the fitted
+	// choice: fitMemo drops the score when the choice changes, and
+	// scoreMemo does not store a score for another choice.
+	if e := ng.memo.find(k); e != nil && e.fitted && e.reason == "" && e.scored &&
+		e.cpuMilli == r.cpuMilli && e.memMiB == r.memReqMiB && e.host == host {
+		return e.score, true
+	}
+	return 0, false
+}
+
 func sameChoice(a, b choice) bool { return slices.Equal(a.pos, b.pos) }

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -167,9 +166,6 @@ func (p *Plugin) Name() string { return Name }
 type cycleState struct {
 	req    request
 	pinned []string // UUIDs the pod's annotation already names
-	// choices caches Filter's result per node for Score, indexed by the
-	// node's slot (see choicePages).
-	choices choicePages
 	// chosen is what Reserve booked, for PreBind and Unreserve.
 	chosen   []string
 	reserved bool
@@ -177,52 +173,9 @@ type cycleState struct {
 	sim *simState
 }
 
-// choicePages is a per-cycle array of cachedChoice by node slot, in
-// pages allocated when Filter first touches them: the scheduler filters
-// only part of a large cluster per pod (percentageOfNodesToScore), mostly
-// neighbouring slots, so a 5000-node cycle allocates a few pages, not
-// 5000 entries. The framework filters each node once per cycle from one
-// goroutine, so distinct nodes write distinct entries without a lock.
-// Nodes added after PreFilter fall outside and are recomputed in Score.
-type choicePages []atomic.Pointer[choicePage]
-
-const choicePageSize = 64
-
-type choicePage [choicePageSize]cachedChoice
-
-func newChoicePages(slots int) choicePages {
-	return make(choicePages, (slots+choicePageSize-1)/choicePageSize)
-}
-
-// entry returns the slot's entry, allocating its page when alloc is set;
-// nil when the slot is outside or its page was never allocated.
-func (cp choicePages) entry(slot int, alloc bool) *cachedChoice {
-	i := slot / choicePageSize
-	if i >= len(cp) {
-		return nil
-	}
-	page := cp[i].Load()
-	if page == nil {
-		if !alloc {
-			return nil
-		}
-		// If another node's Filter allocated it meanwhile, use theirs.
-		cp[i].CompareAndSwap(nil, new(choicePage))
-		page = cp[i].Load()
-	}
-	return &page[slot%choicePageSize]
-}
-
-// cachedChoice is Filter's choice on ng; ng is nil when Filter did not
-// admit the node this cycle, or names another node if the slot was reused.
-type cachedChoice struct {
-	ng *nodeGPUs
-	c  choice
-}
-
 // Clone copies the state for a dry run (preemption, nominated pods):
-// the request, pins and choices cache are shared (read-only after
-// PreFilter, or per node), the private GPU usage is deep-copied.
+// the request and pins are shared (read-only after PreFilter), the
+// private GPU usage is deep-copied.
 func (s *cycleState) Clone() fwk.StateData {
 	c := *s
 	if s.sim != nil {
@@ -261,9 +214,6 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *v1.Po
 		return nil, fwk.AsStatus(err)
 	}
 	s := &cycleState{req: req}
-	p.gpus.mu.RLock()
-	s.choices = newChoicePages(len(p.gpus.slots))
-	p.gpus.mu.RUnlock()
 	if value, ok := pod.Annotations[contract.AnnotationGPUIDs]; ok {
 		a, err := contract.ParseGPUIDs(value)
 		if err != nil {
@@ -316,19 +266,10 @@ func (p *Plugin) Filter(_ context.Context, state fwk.CycleState, _ *v1.Pod, node
 		return fwk.AsStatus(fmt.Errorf("%s: no cycle state", Name))
 	}
 	p.gpus.mu.RLock()
-	ng := p.nodeFor(s, nodeInfo.Node().Name)
-	c, reason := ng.fitMemo(s.req, &p.args, s.pinned)
+	_, reason := p.nodeFor(s, nodeInfo.Node().Name).fitMemo(s.req, &p.args, s.pinned)
 	p.gpus.mu.RUnlock()
 	if reason != "" {
-		if ng != nil {
-			if e := s.choices.entry(ng.slot, false); e != nil {
-				e.ng = nil // a rerun (nominated pods) may reject
-			}
-		}
 		return fwk.NewStatus(fwk.Unschedulable, reason)
-	}
-	if e := s.choices.entry(ng.slot, true); e != nil {
-		*e = cachedChoice{ng: ng, c: c}
 	}
 	return nil
 }
@@ -347,6 +288,7 @@ func (p *Plugin) Score(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeI
 	if !ok {
 		return 0, fwk.AsStatus(fmt.Errorf("%s: no cycle state", Name))
 	}
+	host := nodeLeft(nodeInfo)
 	p.gpus.mu.RLock()
 	defer p.gpus.mu.RUnlock()
 	ng := p.gpus.nodes[nodeInfo.Node().Name]
@@ -354,22 +296,19 @@ func (p *Plugin) Score(_ context.Context, state fwk.CycleState, _ *v1.Pod, nodeI
 		if ng == nil || ng.topo == nil {
 			return p.scoreChoice(nil, s.req, choice{}, hostLeft{}), nil
 		}
-		return p.scoreMemo(ng, s.req, choice{}, nodeLeft(nodeInfo), false), nil
+		return p.scoreMemo(ng, s.req, choice{}, host, false), nil
 	}
-	var c choice
-	var e *cachedChoice
-	if ng != nil {
-		e = s.choices.entry(ng.slot, false)
+	// Filter left its answer for this node in the memo (same node
+	// generation, same request), so this is normally one lookup; a node
+	// that changed since Filter is computed again, as Filter would now.
+	if score, ok := ng.memoScore(s.req, host, s.pinned != nil); ok {
+		return score, nil
 	}
-	if e != nil && e.ng == ng {
-		c = e.c
-	} else {
-		var reason string
-		if c, reason = ng.fitMemo(s.req, &p.args, s.pinned); reason != "" {
-			return 0, nil
-		}
+	c, reason := ng.fitMemo(s.req, &p.args, s.pinned)
+	if reason != "" {
+		return 0, nil
 	}
-	return p.scoreMemo(ng, s.req, c, nodeLeft(nodeInfo), s.pinned != nil), nil
+	return p.scoreMemo(ng, s.req, c, host, s.pinned != nil), nil
 }
 
 // ScoreExtensions normalises scores across nodes.

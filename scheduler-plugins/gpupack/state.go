@@ -23,8 +23,6 @@ type nodeGPUs struct {
 	// skip unchanged updates without keeping a copy of the JSON.
 	annotHash uint64
 	annotLen  int
-	// slot is the node's index into a cycle's choices (see gpuState.slots).
-	slot int
 	// sharing is set when the node's device plugin serves GPU shares
 	// (label kubegpu.io/gpu-sharing=true); shares go nowhere else, or the
 	// kubelet would reject the pod.
@@ -66,14 +64,7 @@ type gpuState struct {
 	nodes    map[string]*nodeGPUs
 	bookings map[types.UID]*booking
 	args     *Args
-	// slots gives every node a small dense index, so a scheduling cycle
-	// can keep Filter's choice per node in a plain slice instead of a
-	// map (no hashing, no allocation per node). A deleted node's slot is
-	// reused; a cycle's entry names the nodeGPUs it was computed for, so
-	// a reused or replaced slot is never mistaken for another node's.
-	slots     []*nodeGPUs
-	freeSlots []int
-	seed      maphash.Seed
+	seed     maphash.Seed
 	// interned holds one copy of what identical nodes share (link
 	// matrices, product names, PCI bus IDs), so 5000 nodes of a few
 	// shapes keep a few copies: a decoded 8-GPU link matrix is 1.7 KiB.
@@ -154,15 +145,6 @@ func (c *gpuState) setNode(node *v1.Node) {
 		return
 	}
 	ng := &nodeGPUs{name: node.Name, annotHash: hash, annotLen: len(annot), sharing: sharing, memo: &memo{}}
-	if old != nil {
-		ng.slot = old.slot
-	} else if n := len(c.freeSlots); n > 0 {
-		ng.slot, c.freeSlots = c.freeSlots[n-1], c.freeSlots[:n-1]
-	} else {
-		ng.slot = len(c.slots)
-		c.slots = append(c.slots, nil)
-	}
-	c.slots[ng.slot] = ng
 	if annot != "" {
 		topo, err := gpunode.Decode(annot)
 		if err != nil {
@@ -185,10 +167,6 @@ func (c *gpuState) setNode(node *v1.Node) {
 func (c *gpuState) deleteNode(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ng := c.nodes[name]; ng != nil {
-		c.slots[ng.slot] = nil
-		c.freeSlots = append(c.freeSlots, ng.slot)
-	}
 	delete(c.nodes, name)
 }
 
