@@ -28,6 +28,9 @@ import (
 const (
 	benchNodesEnv = "KUBEGPU_BENCH_NODES" // default 5000
 	benchPodsEnv  = "KUBEGPU_BENCH_PODS"  // default 10000
+	// Rounds of the two profiles, alternating which runs first; the
+	// line printed is the mean (default 1).
+	benchRoundsEnv = "KUBEGPU_BENCH_ROUNDS"
 )
 
 func envInt(b *testing.B, name string, def int) int {
@@ -235,7 +238,9 @@ func stateBytesPerNode(b *testing.B, specs []testenv.GPUNode) float64 {
 //
 // then kubegpu's rate with shares in the mix and GPUPack's state per
 // node. It runs once whatever -benchtime says; make bench-throughput runs
-// it alone. Sizes: KUBEGPU_BENCH_NODES, KUBEGPU_BENCH_PODS.
+// it alone. Sizes: KUBEGPU_BENCH_NODES, KUBEGPU_BENCH_PODS; with
+// KUBEGPU_BENCH_ROUNDS=N the two profiles run N times, alternating which
+// goes first, and the line gives the mean rates.
 func BenchmarkThroughput(b *testing.B) {
 	nNodes := envInt(b, benchNodesEnv, 5000)
 	nPods := envInt(b, benchPodsEnv, 10000)
@@ -247,33 +252,41 @@ func BenchmarkThroughput(b *testing.B) {
 	// garbage blurs the heap figures.
 	state := stateBytesPerNode(b, nodes)
 	ours := testenv.SchedulerConfig{Profiles: registry.Profile, Registry: registry.Plugins()}
-	rates := map[string]float64{}
-	runs := []struct {
-		name   string
-		cfg    testenv.SchedulerConfig
-		shares bool
-	}{
-		{"kubegpu", ours, false},
-		{"default", testenv.SchedulerConfig{Profiles: testenv.DefaultProfiles}, false},
-		{"kubegpu-shares", ours, true},
-	}
+	def := testenv.SchedulerConfig{Profiles: testenv.DefaultProfiles}
+	rounds := envInt(b, benchRoundsEnv, 1)
 	fmt.Printf("state: %.0f bytes/node (GPUPack, %d nodes)\n", state, nNodes)
-	for _, run := range runs {
-		b.Run(run.name, func(b *testing.B) {
-			rates[run.name] = throughputRun(b, nodes, throughputPods(nPods, run.shares), run.cfg)
-		})
-		switch run.name {
-		case "default":
-			if rates["kubegpu"] == 0 || rates["default"] == 0 {
-				return // a run failed; it said why
+	pods := throughputPods(nPods, false)
+	var sums [2]float64 // kubegpu, default
+	for r := range rounds {
+		// Odd rounds run the default profile first, so that neither
+		// profile always inherits the previous control plane's garbage.
+		order := []int{0, 1}
+		if r%2 == 1 {
+			order = []int{1, 0}
+		}
+		var rate [2]float64
+		for _, i := range order {
+			name, cfg := "kubegpu", ours
+			if i == 1 {
+				name, cfg = "default", def
 			}
-			// The comparison is complete: print it before the longer
-			// shares run.
-			fmt.Printf("throughput: kubegpu=%.1f pods/s default=%.1f pods/s ratio=%.2f\n",
-				rates["kubegpu"], rates["default"], rates["kubegpu"]/rates["default"])
-			fmt.Printf("throughput sizes: %d nodes, %d whole-GPU pods in both runs\n", nNodes, nPods)
-		case "kubegpu-shares":
-			fmt.Printf("throughput with 25%% shares: kubegpu=%.1f pods/s\n", rates[run.name])
+			b.Run(name, func(b *testing.B) { rate[i] = throughputRun(b, nodes, pods, cfg) })
+			if rate[i] == 0 {
+				return // the run failed; it said why
+			}
+		}
+		sums[0] += rate[0]
+		sums[1] += rate[1]
+		if rounds > 1 {
+			fmt.Printf("throughput round %d: kubegpu=%.1f pods/s default=%.1f pods/s ratio=%.2f\n",
+				r+1, rate[0], rate[1], rate[0]/rate[1])
 		}
 	}
+	// The comparison is complete: print it before the longer shares run.
+	k, d := sums[0]/float64(rounds), sums[1]/float64(rounds)
+	fmt.Printf("throughput: kubegpu=%.1f pods/s default=%.1f pods/s ratio=%.2f\n", k, d, k/d)
+	fmt.Printf("throughput sizes: %d nodes, %d whole-GPU pods in both runs, mean of %d round(s)\n", nNodes, nPods, rounds)
+	b.Run("kubegpu-shares", func(b *testing.B) {
+		fmt.Printf("throughput with 25%% shares: kubegpu=%.1f pods/s\n", throughputRun(b, nodes, throughputPods(nPods, true), ours))
+	})
 }
