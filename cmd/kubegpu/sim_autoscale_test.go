@@ -30,6 +30,7 @@ func TestSimAutoscaleCommand(t *testing.T) {
 		wantErr string
 	}{
 		{args: []string{"--trace", trace, "--policy", "static,hpa-util", "--json", filepath.Join(dir, "o.json")}, wantOut: "hpa-util"},
+		{args: []string{"--trace", trace, "--policy", "static", "--bound", "30s"}, wantOut: "clairvoyant bound (30s windows"},
 		{args: []string{"--trace", trace, "--slo-signal", "p99"}, wantErr: `slo signal "p99"`},
 		{args: []string{"--trace", trace, "--policy", "nope"}, wantErr: `unknown policy "nope"`},
 		{args: []string{"--trace", trace, "--speed", "0"}, wantErr: "speed 0"},
