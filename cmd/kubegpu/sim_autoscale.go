@@ -91,6 +91,7 @@ See docs/autoscale-simulator.md.`,
 				if err := autosim.WriteBound(cmd.OutOrStdout(), b, rep.CheapestBaseline(cfg.Goal)); err != nil {
 					return err
 				}
+				rep.Bound = b
 			}
 			if jsonFile != "" {
 				if err := rep.WriteJSONFile(jsonFile, sweep); err != nil {
