@@ -322,6 +322,11 @@ func ClairvoyantBound(ctx context.Context, cfg Config, reqs []Request, window ti
 	if err != nil {
 		return nil, err
 	}
+	return boundFrom(ctx, cfg, reqs, window, curves)
+}
+
+// boundFrom runs steps 2-4 on given miss curves.
+func boundFrom(ctx context.Context, cfg Config, reqs []Request, window time.Duration, curves []WindowCurve) (*Bound, error) {
 	cfg.Timeline = 0
 	full := int(math.Floor((1 - cfg.Goal) * float64(len(reqs))))
 	b := &Bound{Window: window, ColdStart: cfg.Model.ColdStart, Initial: max(1, cfg.Initial), Goal: cfg.Goal, FullBudget: full}

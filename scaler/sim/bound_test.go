@@ -163,3 +163,31 @@ func TestClairvoyantBoundStepTrace(t *testing.T) {
 		t.Error("window 0: no error")
 	}
 }
+
+// TestBoundRepairsWindowsTheReplayMissed feeds curves that claim one
+// replica serves every window: the replay misses, the budget cuts cannot
+// help, and the repair rounds must grow the windows that missed until
+// the replay reaches the goal.
+func TestBoundRepairsWindowsTheReplayMissed(t *testing.T) {
+	tr := stepTrace()
+	cfg := DefaultConfig()
+	cfg.Model.ColdStart = 30 * time.Second
+	cfg.Initial = 1
+	const window = time.Minute
+	var curves []WindowCurve
+	for start := time.Duration(0); start <= tr.Requests[len(tr.Requests)-1].Arrival; start += window {
+		curves = append(curves, WindowCurve{Start: start, Requests: sortSearch(tr.Requests, start+window) - sortSearch(tr.Requests, start), Misses: []int{0}})
+	}
+	b, err := boundFrom(context.Background(), cfg, tr.Requests, window, curves)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Replay.Attainment < cfg.Goal {
+		t.Fatalf("replay %.4f after %d tries: the repair did not reach the goal (needs %v, missed %v)", b.Replay.Attainment, b.Tries, b.Needs, b.Missed)
+	}
+	// The 16/s stretch (3-9 min) needs more than one replica; the first
+	// window, before one cold start, stays at the warm count.
+	if b.Needs[0] != 1 || b.Needs[5] < 2 || b.Budget != 0 {
+		t.Errorf("needs %v budget %d, want the high stretch grown and window 0 at 1", b.Needs, b.Budget)
+	}
+}
