@@ -21,7 +21,7 @@ func newSimAutoscaleCommand() *cobra.Command {
 		minR, maxR                            int32
 		seed                                  uint64
 		trigger                               map[string]string
-		needs                                 time.Duration
+		needs, bound                          time.Duration
 	)
 	c := &cobra.Command{
 		Use:   "autoscale --trace FILE",
@@ -81,6 +81,18 @@ See docs/autoscale-simulator.md.`,
 					return err
 				}
 			}
+			if bound > 0 {
+				bcfg := cfg
+				bcfg.Initial = rep.Initial
+				b, err := autosim.ClairvoyantBound(cmd.Context(), bcfg, tr.Scaled(speed), bound)
+				if err != nil {
+					return err
+				}
+				if err := autosim.WriteBound(cmd.OutOrStdout(), b, rep.CheapestBaseline(cfg.Goal)); err != nil {
+					return err
+				}
+				rep.Bound = b
+			}
 			if jsonFile != "" {
 				if err := rep.WriteJSONFile(jsonFile, sweep); err != nil {
 					return err
@@ -108,6 +120,7 @@ See docs/autoscale-simulator.md.`,
 	f.Uint64Var(&seed, "seed", 1, "seed of the load balancer's random endpoint choice")
 	f.StringToStringVar(&trigger, "kubegpu-trigger", nil, "trigger metadata keys for the kubegpu policy over its defaults (e.g. targetQueueDepth=8,burstWindow=0; key= removes a key)")
 	f.DurationVar(&needs, "needs", 0, "also print the replicas each window of this length needs on its own, and what an oracle autoscaler would cost (e.g. 5m)")
+	f.DurationVar(&bound, "bound", 0, "also compute the clairvoyant bound with windows of this length (perfect foresight, cold start paid) and replay its plan (e.g. 30s)")
 	f.StringVar(&jsonFile, "json", "", "write results as JSON to FILE")
 	f.StringVar(&plotFile, "plot", "", "draw arrival rate, replicas and latency over time to FILE.svg")
 	_ = c.MarkFlagRequired("trace")

@@ -30,6 +30,7 @@ func TestSimAutoscaleCommand(t *testing.T) {
 		wantErr string
 	}{
 		{args: []string{"--trace", trace, "--policy", "static,hpa-util", "--json", filepath.Join(dir, "o.json")}, wantOut: "hpa-util"},
+		{args: []string{"--trace", trace, "--policy", "static", "--bound", "30s", "--json", filepath.Join(dir, "b.json")}, wantOut: "clairvoyant bound (30s windows"},
 		{args: []string{"--trace", trace, "--slo-signal", "p99"}, wantErr: `slo signal "p99"`},
 		{args: []string{"--trace", trace, "--policy", "nope"}, wantErr: `unknown policy "nope"`},
 		{args: []string{"--trace", trace, "--speed", "0"}, wantErr: "speed 0"},
@@ -57,5 +58,10 @@ func TestSimAutoscaleCommand(t *testing.T) {
 		if !strings.Contains(out.String(), tt.wantOut) || !strings.Contains(errOut.String(), "done") {
 			t.Errorf("%v: stdout %q stderr %q", tt.args, out.String(), errOut.String())
 		}
+	}
+	// --bound with --json writes the bound.
+	js, err := os.ReadFile(filepath.Join(dir, "b.json"))
+	if err != nil || !strings.Contains(string(js), `"clairvoyant_bound"`) || !strings.Contains(string(js), `"replicas_per_window"`) {
+		t.Errorf("bound JSON: %v\n%s", err, js)
 	}
 }

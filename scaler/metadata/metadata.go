@@ -36,6 +36,8 @@ const (
 	KeyActivationQueueDepth = "activationQueueDepth"
 	KeyBurstWindow          = "burstWindow"
 	KeyScaleDownStabilize   = "scaleDownStabilization"
+	KeyRateLookback         = "rateLookback"
+	KeyTargetUtilization    = "targetUtilization"
 )
 
 // kedaKeys are added by KEDA itself to the metadata it forwards (they
@@ -59,6 +61,13 @@ const (
 	// windows would make the scaler blind to real changes.
 	MaxBurstWindow            = 5 * time.Minute
 	MaxScaleDownStabilization = time.Hour
+	// MaxRateLookback bounds how far back the rate rule (off by default)
+	// looks for the highest arrival rate and the measured capacity.
+	MaxRateLookback = time.Hour
+	// DefaultTargetUtilization is the share of a replica's measured
+	// capacity the rate rule plans for: the headroom that random load
+	// balancing and bursts within a poll need.
+	DefaultTargetUtilization = 0.7
 )
 
 // Source says where metrics come from.
@@ -107,6 +116,13 @@ type Metadata struct {
 	// ScaleDownStabilization is how long the desired count stays at the
 	// highest value seen before it may fall (0: off).
 	ScaleDownStabilization time.Duration
+	// RateLookback is how far back the rate rule looks (0, the default:
+	// off; pods source with targetLatency only, since the rate comes from
+	// the latency histogram's counts).
+	RateLookback time.Duration
+	// TargetUtilization is the share of measured replica capacity the
+	// rate rule sizes for.
+	TargetUtilization float64
 }
 
 // KeyError is a bad or unknown metadata key. The gRPC layer maps it to
@@ -135,7 +151,7 @@ var allowed = map[string]bool{
 	KeyMetricsPort: true, KeyMetricsPath: true, KeyPreset: true, KeyQueueMetric: true,
 	KeyLatencyMetric: true, KeyTargetQueueDepth: true, KeyTargetLatency: true,
 	KeyLatencyPercentile: true, KeyLatencySignal: true, KeyActivationQueueDepth: true,
-	KeyBurstWindow: true, KeyScaleDownStabilize: true,
+	KeyBurstWindow: true, KeyScaleDownStabilize: true, KeyRateLookback: true, KeyTargetUtilization: true,
 }
 
 // Parse validates trigger metadata. Errors are *KeyError naming the first
@@ -172,6 +188,7 @@ func Parse(md map[string]string) (*Metadata, error) {
 
 		BurstWindow:            DefaultBurstWindow,
 		ScaleDownStabilization: DefaultScaleDownStabilization,
+		TargetUtilization:      DefaultTargetUtilization,
 	}
 
 	src, ok := get(KeySource)
@@ -333,6 +350,29 @@ func Parse(md map[string]string) (*Metadata, error) {
 			return nil, keyErr(KeyScaleDownStabilize, "%v", err)
 		}
 		m.ScaleDownStabilization = d
+	}
+	// The rate rule reads arrival counts from the pods' latency
+	// histograms, so it needs them scraped; it is off unless asked for.
+	rateOK := m.Source == SourcePods && m.TargetLatency > 0
+	if v, ok := get(KeyRateLookback); ok {
+		if !rateOK {
+			return nil, keyErr(KeyRateLookback, "only valid with source %q and targetLatency", SourcePods)
+		}
+		d, err := window(v, MaxRateLookback)
+		if err != nil {
+			return nil, keyErr(KeyRateLookback, "%v", err)
+		}
+		m.RateLookback = d
+	}
+	if v, ok := get(KeyTargetUtilization); ok {
+		if !rateOK {
+			return nil, keyErr(KeyTargetUtilization, "only valid with source %q and targetLatency", SourcePods)
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(f > 0 && f <= 1) {
+			return nil, keyErr(KeyTargetUtilization, "want a share in (0,1] such as 0.7, got %q", v)
+		}
+		m.TargetUtilization = f
 	}
 	if m.TargetQueueDepth == 0 && m.TargetLatency == 0 {
 		return nil, keyErr(KeyTargetQueueDepth, "at least one of targetQueueDepth or targetLatency is required")

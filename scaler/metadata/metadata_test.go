@@ -112,6 +112,16 @@ func TestParseValid(t *testing.T) {
 				t.Errorf("got %v %v", m.BurstWindow, m.ScaleDownStabilization)
 			}
 		}},
+		{"rate rule off by default", with(podsBase, "targetLatency", "2s"), func(t *testing.T, m *Metadata) {
+			if m.RateLookback != 0 || m.TargetUtilization != DefaultTargetUtilization {
+				t.Errorf("got %v %v", m.RateLookback, m.TargetUtilization)
+			}
+		}},
+		{"rate rule", with(podsBase, "targetLatency", "2s", "rateLookback", "10m", "targetUtilization", "0.8"), func(t *testing.T, m *Metadata) {
+			if m.RateLookback != 10*time.Minute || m.TargetUtilization != 0.8 {
+				t.Errorf("got %v %v", m.RateLookback, m.TargetUtilization)
+			}
+		}},
 		{"whitespace trimmed", with(podsBase, "targetQueueDepth", " 8 "), func(t *testing.T, m *Metadata) {
 			if m.TargetQueueDepth != 8 {
 				t.Errorf("got %v", m.TargetQueueDepth)
@@ -187,6 +197,13 @@ func TestParseErrors(t *testing.T) {
 		{"stabilization text", with(podsBase, "scaleDownStabilization", "long"), "scaleDownStabilization"},
 		{"stabilization negative", with(podsBase, "scaleDownStabilization", "-1m"), "scaleDownStabilization"},
 		{"stabilization too long", with(podsBase, "scaleDownStabilization", "2h"), "scaleDownStabilization"},
+		{"rate lookback without latency", with(podsBase, "rateLookback", "10m"), "rateLookback"},
+		{"rate lookback with prometheus", with(promBase, "targetLatency", "2s", "rateLookback", "10m"), "rateLookback"},
+		{"rate lookback too long", with(podsBase, "targetLatency", "2s", "rateLookback", "2h"), "rateLookback"},
+		{"rate lookback no unit", with(podsBase, "targetLatency", "2s", "rateLookback", "600"), "rateLookback"},
+		{"utilization over 1", with(podsBase, "targetLatency", "2s", "rateLookback", "10m", "targetUtilization", "70"), "targetUtilization"},
+		{"utilization zero", with(podsBase, "targetLatency", "2s", "targetUtilization", "0"), "targetUtilization"},
+		{"utilization without latency", with(podsBase, "targetUtilization", "0.7"), "targetUtilization"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -56,7 +56,9 @@ type Decision struct {
 	Desired     int32
 	FromQueue   int32
 	FromLatency int32
-	Active      bool
+	// FromRate is the rate rule's count (Window only; 0: unknown).
+	FromRate int32
+	Active   bool
 	// Raw is the count before scale-down stabilisation (Window only).
 	Raw int32
 	// QueueGrowth is the queue increase over the burst window that was
@@ -90,6 +92,9 @@ type history struct {
 	budgetKnown bool
 	budgetOK    bool
 	budgetSpare bool
+	// rateNeed is the replicas the highest recent arrival rate needs at
+	// the measured per-replica capacity (0: not known).
+	rateNeed int32
 }
 
 func decide(m *metadata.Metadata, s source.Snapshot, h history) Decision {
@@ -115,10 +120,22 @@ func decide(m *metadata.Metadata, s source.Snapshot, h history) Decision {
 			// the target is a share of requests over time, not of every
 			// minute, and a bursty minute is not a lack of capacity.
 			d.FromLatency = current
+		case ratio > 1 && h.rateNeed > 0:
+			// Over the SLO with a measured rate and capacity: the rate
+			// rule sizes the count (latency is not linear in replicas:
+			// a queue twice the SLO long does not need twice the
+			// replicas); the breach adds at least one.
+			d.FromLatency = current + 1
 		case ratio > 1:
 			// Over the SLO: grow in proportion to how far over, at least
 			// one replica, so a small breach still acts.
 			d.FromLatency = max(current+1, ceil(float64(current)*ratio))
+		case ratio >= ShrinkBelow && !(h.budgetKnown && h.budgetSpare) && h.rateNeed > 0 && h.rateNeed < current:
+			// Within the SLO and more replicas than the highest recent
+			// rate needs: give back a step, down to that need. (The
+			// latency floor of long prompts' prefill alone can keep
+			// the percentile above half the SLO on idle replicas.)
+			d.FromLatency = max(h.rateNeed, current-max(1, int32(float64(current)*ShrinkStep)))
 		case ratio >= ShrinkBelow && !(h.budgetKnown && h.budgetSpare):
 			d.FromLatency = current
 		default:
@@ -127,7 +144,8 @@ func decide(m *metadata.Metadata, s source.Snapshot, h history) Decision {
 			d.FromLatency = current - max(1, int32(float64(current)*ShrinkStep))
 		}
 	}
-	d.Desired = max(d.FromQueue, d.FromLatency)
+	d.FromRate = h.rateNeed
+	d.Desired = max(d.FromQueue, d.FromLatency, d.FromRate)
 	if limit := max(ceil(float64(current)*MaxGrowth), current+MaxGrowthPods); current > 0 && d.Desired > limit {
 		d.Desired = limit
 	}

@@ -27,6 +27,25 @@ type Window struct {
 	// budget holds non-overlapping latency windows (observations and how
 	// many met the target) over BudgetHorizon.
 	budget []budgetPoint
+	// rates holds arrival rates and capacity samples over RateLookback;
+	// prevQueue is the previous snapshot's queue (havePrev: there was
+	// one); capacity the last measured per-replica capacity.
+	rates     []ratePoint
+	prevQueue float64
+	havePrev  bool
+	capacity  float64
+	// queued is the previous snapshot's queue per replica.
+	queued map[string]float64
+}
+
+// ratePoint is one poll interval: arrivals per second, and the requests
+// admitted per second by the replicas that had a queue at both polls (busy
+// throughout: what a replica can do), else 0.
+type ratePoint struct {
+	at       time.Time
+	capacity float64
+	// arrived requests over seconds.
+	arrived, over float64
 }
 
 type budgetPoint struct {
@@ -57,6 +76,7 @@ func (w *Window) Decide(m *metadata.Metadata, s source.Snapshot) Decision {
 		// "the last N minutes".
 		w.queue, w.want = nil, nil
 		w.first, w.ready, w.grownAt, w.budget = time.Time{}, 0, time.Time{}, nil
+		w.rates, w.havePrev, w.capacity, w.queued = nil, false, 0, nil
 	}
 	if w.first.IsZero() {
 		w.first = s.At
@@ -86,6 +106,7 @@ func (w *Window) Decide(m *metadata.Metadata, s source.Snapshot) Decision {
 		budgetKnown: known, budgetOK: ok, budgetSpare: spare,
 		latencyStale:  !w.grownAt.IsZero() && s.At.Sub(w.grownAt) < s.Latency.Window,
 		queueDraining: delta < 0,
+		rateNeed:      w.rateNeed(m, s),
 	}
 	d := decide(m, sized, h)
 	d.QueueGrowth = growth
@@ -149,6 +170,73 @@ func trim(ps []point, cutoff time.Time, keepBaseline bool) []point {
 	}
 	return append(ps[:0], ps[first:]...)
 }
+
+// rateNeed records the poll's arrival rate (requests admitted since the
+// previous scrape plus the queue's growth, per second) and, when the
+// replicas were busy throughout (a queue at both polls), their admitted
+// requests per second each: a measured capacity. It returns the replicas
+// the highest rate over RateLookback needs at TargetUtilization of the
+// highest capacity measured in it (the last one measured, if none is),
+// or 0 while no capacity has been measured. The highest rate is the
+// burst headroom: the next burst is sized by the recent ones, since a
+// replica added after it starts loads too late.
+func (w *Window) rateNeed(m *metadata.Metadata, s source.Snapshot) int32 {
+	if m.RateLookback <= 0 {
+		w.rates, w.havePrev = nil, false
+		return 0
+	}
+	if dt := s.Latency.RecentOver.Seconds(); dt > 0 && w.havePrev {
+		arrived := max(0, s.Latency.Recent+s.QueueTotal-w.prevQueue)
+		p := ratePoint{at: s.At, arrived: arrived, over: dt}
+		// Capacity from the replicas that had a queue at both polls:
+		// they admitted as fast as they could.
+		var busy, admitted float64
+		for _, r := range s.Replicas {
+			if r.Queue > 0 && w.queued[r.Name] > 0 {
+				busy++
+				admitted += r.Recent
+			}
+		}
+		if busy > 0 {
+			p.capacity = admitted / dt / busy
+		}
+		w.rates = append(w.rates, p)
+	}
+	w.prevQueue, w.havePrev = s.QueueTotal, true
+	if w.queued == nil {
+		w.queued = map[string]float64{}
+	}
+	clear(w.queued)
+	for _, r := range s.Replicas {
+		w.queued[r.Name] = r.Queue
+	}
+	cut := 0
+	for cut < len(w.rates) && !w.rates[cut].at.After(s.At.Add(-m.RateLookback)) {
+		cut++
+	}
+	w.rates = append(w.rates[:0], w.rates[cut:]...)
+	var peak, capacity float64
+	for i, p := range w.rates {
+		capacity = max(capacity, p.capacity)
+		var n, span float64
+		for _, q := range w.rates[max(0, i-ratePolls+1) : i+1] {
+			n, span = n+q.arrived, span+q.over
+		}
+		peak = max(peak, n/span)
+	}
+	if capacity > 0 {
+		w.capacity = capacity
+	}
+	if w.capacity <= 0 {
+		return 0
+	}
+	return ceil(peak / (w.capacity * m.TargetUtilization))
+}
+
+// ratePolls is how many poll intervals one arrival rate spans: a burst
+// within one poll that the queue absorbs within seconds is not a rate to
+// hold replicas for (three of the default 5 s polls: 15 s).
+const ratePolls = 3
 
 // recordBudget keeps the snapshot's latency window if it does not
 // overlap the last one kept, and drops those older than BudgetHorizon.

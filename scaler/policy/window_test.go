@@ -221,3 +221,59 @@ func TestWindowBoundedHistory(t *testing.T) {
 		t.Errorf("history grew: %d desired samples, %d queue samples", len(w.want), len(w.queue))
 	}
 }
+
+// TestWindowRateRule follows the rate rule over a few polls: capacity is
+// measured on replicas busy at two polls in a row, the highest rate over
+// the lookback sizes the count, a breach adds one replica instead of
+// growing with the latency ratio, and replicas beyond the rate's need are
+// given back while latency is within the target.
+func TestWindowRateRule(t *testing.T) {
+	m := meta(t, "targetQueueDepth", "4", "targetLatency", "2s", "rateLookback", "1m", "targetUtilization", "0.5",
+		"burstWindow", "0", "scaleDownStabilization", "0")
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	type rep struct {
+		queue, recent float64
+	}
+	steps := []struct {
+		at       float64
+		reps     []rep
+		ready    int
+		latency  time.Duration
+		over     time.Duration
+		want     int32
+		fromRate int32
+	}{
+		// No previous poll: no rate, no capacity; latency at half the
+		// target holds the 2 serving.
+		{at: 0, reps: []rep{{2, 0}, {2, 0}}, ready: 2, latency: time.Second, want: 2},
+		// Both busy at both polls: 10 admitted each in 5s = 2/s a
+		// replica; 20 arrived (queue flat) = 4/s, at 50% of 2/s: 4.
+		{at: 5, reps: []rep{{2, 10}, {2, 10}}, ready: 2, latency: time.Second, over: 5 * time.Second, want: 4, fromRate: 4},
+		// Queues gone: no capacity sample, the measured one stays; the
+		// 4/s peak is still within the lookback.
+		{at: 10, reps: []rep{{0, 5}, {0, 5}, {0, 0}, {0, 0}}, ready: 4, latency: time.Second, over: 5 * time.Second, want: 4, fromRate: 4},
+		// A minute on the peak has left the lookback: 4 in 60s needs 1;
+		// latency within the target gives back a step (4 -> 3).
+		{at: 70, reps: []rep{{0, 1}, {0, 1}, {0, 1}, {0, 1}}, ready: 4, latency: 1200 * time.Millisecond, over: time.Minute, want: 3, fromRate: 1},
+		// A breach at 1.5x the target adds one replica, where the ratio
+		// rule would ask for ceil(3 x 1.5) = 5.
+		{at: 75, reps: []rep{{0, 1}, {0, 1}, {0, 1}}, ready: 3, latency: 3 * time.Second, over: 5 * time.Second, want: 4, fromRate: 1},
+	}
+	var w Window
+	for i, st := range steps {
+		snap := source.Snapshot{At: t0.Add(time.Duration(st.at * float64(time.Second))), ReadyReplicas: st.ready,
+			Latency: source.Latency{Valid: true, Value: st.latency, Window: time.Minute, RecentOver: st.over}}
+		for j, r := range st.reps {
+			snap.Replicas = append(snap.Replicas, source.Replica{Name: string(rune('a' + j)), Queue: r.queue, Recent: r.recent})
+			snap.QueueTotal += r.queue
+			snap.Latency.Recent += r.recent
+		}
+		d := w.Decide(m, snap)
+		if d.Desired != st.want || d.FromRate != st.fromRate {
+			t.Errorf("step %d (t=%vs): desired %d from rate %d, want %d from rate %d (%+v)", i, st.at, d.Desired, d.FromRate, st.want, st.fromRate, d)
+		}
+	}
+	if len(w.rates) > 3 {
+		t.Errorf("%d rate samples kept, want those of the last minute", len(w.rates))
+	}
+}

@@ -62,6 +62,8 @@ type Report struct {
 	PeakNeed int32
 	Policies []*PolicyResult
 	Wall     time.Duration
+	// Bound is the clairvoyant bound, when asked for (ClairvoyantBound).
+	Bound *Bound
 }
 
 // RunAll plans and runs the simulations for one trace and speed.

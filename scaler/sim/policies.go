@@ -30,6 +30,9 @@ const (
 	PolicyKEDAQueue = "keda-queue"
 	PolicyHPAUtil   = "hpa-util"
 	PolicyStatic    = "static"
+	// PolicySchedule follows Config.Plan (the clairvoyant bound's
+	// replay); it is not one of the compared policies.
+	PolicySchedule = "schedule"
 )
 
 // PolicyNames lists the policies in report order.

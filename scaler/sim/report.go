@@ -129,6 +129,8 @@ type JSON struct {
 	// (absent if none does).
 	KubegpuVsCheapest *float64 `json:"kubegpu_gpu_hours_vs_cheapest_baseline,omitempty"`
 	CheapestBaseline  string   `json:"cheapest_baseline,omitempty"`
+	// Bound is the clairvoyant bound (--bound), if computed.
+	Bound *JSONBound `json:"clairvoyant_bound,omitempty"`
 }
 
 // JSONModel is the replica model used.
@@ -163,6 +165,22 @@ type JSONRun struct {
 	E2EP99      float64 `json:"e2e_p99_s"`
 	ScaleEvents int     `json:"scale_events"`
 	Peak        int32   `json:"peak_replicas"`
+}
+
+// JSONBound is the clairvoyant bound: its replayed plan's figures.
+type JSONBound struct {
+	WindowS    float64 `json:"window_s"`
+	Attainment float64 `json:"slo_attainment"`
+	GPUHours   float64 `json:"gpu_hours"`
+	// VsCheapest is GPUHours over the cheapest baseline run reaching the
+	// goal (absent when none does).
+	VsCheapest   *float64 `json:"vs_cheapest_baseline,omitempty"`
+	ReachedGoal  bool     `json:"reached_goal"`
+	MissBudget   int      `json:"miss_budget"`
+	Needs        []int32  `json:"replicas_per_window"`
+	PlanSteps    int      `json:"plan_steps"`
+	FirstPlanGPU float64  `json:"first_plan_gpu_hours"`
+	FirstPlanAtt float64  `json:"first_plan_slo_attainment"`
 }
 
 // JSONPt is one timeline bucket.
@@ -219,6 +237,18 @@ func (rep *Report) ToJSON(sweep bool) *JSON {
 			v := r4(kg.GPUHours / b.GPUHours)
 			j.KubegpuVsCheapest, j.CheapestBaseline = &v, b.Setting.String()
 		}
+	}
+	if b := rep.Bound; b != nil {
+		jb := &JSONBound{
+			WindowS: b.Window.Seconds(), Attainment: r4(100 * b.Replay.Attainment), GPUHours: r4(b.Replay.GPUHours),
+			ReachedGoal: b.Replay.Attainment >= rep.Config.Goal, MissBudget: b.Budget, Needs: b.Needs, PlanSteps: len(b.Plan),
+			FirstPlanGPU: r4(b.OptimisticGPUHours), FirstPlanAtt: r4(100 * b.OptimisticAttainment),
+		}
+		if c := rep.CheapestBaseline(rep.Config.Goal); c != nil {
+			v := r4(b.Replay.GPUHours / c.GPUHours)
+			jb.VsCheapest = &v
+		}
+		j.Bound = jb
 	}
 	return j
 }

@@ -35,6 +35,14 @@ type Config struct {
 	// Trigger, if set, replaces the kubegpu policy's trigger metadata
 	// (KubegpuTrigger).
 	Trigger map[string]string
+	// Plan is the replica plan the schedule policy follows.
+	Plan []PlanStep
+}
+
+// PlanStep sets the Deployment's replica count (starting and ready) at At.
+type PlanStep struct {
+	At       time.Duration
+	Replicas int32
 }
 
 // DefaultConfig returns the defaults of `kubegpu sim autoscale`.
@@ -115,6 +123,20 @@ type Result struct {
 	// End is when the last request finished.
 	End      time.Duration
 	Timeline []Point
+	// states are the requests' outcomes (for missesFrom).
+	states []reqState
+	cfg    *Config
+}
+
+// missesFrom counts the requests from index i on that missed the SLO
+// (outside it, or never served).
+func (r *Result) missesFrom(i int) (n int) {
+	for _, st := range r.states[i:] {
+		if st.failed || r.cfg.latency(&st) > r.cfg.SLO {
+			n++
+		}
+	}
+	return n
 }
 
 // Percentiles of a latency, in seconds.
@@ -137,6 +159,7 @@ type Point struct {
 const (
 	evStepEnd = iota
 	evReady
+	evPlan
 	evSample
 	evSync
 )
@@ -146,6 +169,7 @@ type event struct {
 	kind int
 	seq  uint64
 	rep  *replica
+	plan int // index into Config.Plan (evPlan)
 }
 
 type eventHeap []event
@@ -198,6 +222,28 @@ func (s *engine) wallclock() time.Time { return epoch.Add(s.now) }
 func (s *engine) push(at time.Duration, kind int, r *replica) {
 	s.seq++
 	heap.Push(&s.events, event{at: at, kind: kind, seq: s.seq, rep: r})
+}
+
+func (s *engine) pushPlan(at time.Duration, i int) {
+	s.seq++
+	heap.Push(&s.events, event{at: at, kind: evPlan, seq: s.seq, plan: i})
+}
+
+// validPlan checks a replica plan: it starts at 0, times increase and
+// counts are 1 to max.
+func validPlan(plan []PlanStep, maxN int32) error {
+	if len(plan) == 0 || plan[0].At != 0 {
+		return errors.New("schedule: the plan must start at 0")
+	}
+	for i, p := range plan {
+		if i > 0 && p.At <= plan[i-1].At {
+			return fmt.Errorf("schedule: step %d at %s is not after step %d at %s", i, p.At, i-1, plan[i-1].At)
+		}
+		if p.Replicas < 1 || p.Replicas > maxN {
+			return fmt.Errorf("schedule: step %d: %d replicas, want 1-%d", i, p.Replicas, maxN)
+		}
+	}
+	return nil
 }
 
 func (s *engine) addReplica(warm bool) *replica {
@@ -335,6 +381,14 @@ func Run(ctx context.Context, cfg Config, reqs []Request, set Setting) (*Result,
 			return nil, fmt.Errorf("%s: target %v: want in (0,1]", set.Policy, set.Value)
 		}
 		as = &hpaUtil{target: set.Value}
+	case PolicySchedule:
+		if err := validPlan(cfg.Plan, cfg.Max); err != nil {
+			return nil, err
+		}
+		initial = cfg.Plan[0].Replicas
+		for i, p := range cfg.Plan[1:] {
+			s.pushPlan(p.At, i+1)
+		}
 	case PolicyStatic:
 		if set.Value < 1 || set.Value > float64(cfg.Max) || set.Value != math.Trunc(set.Value) {
 			return nil, fmt.Errorf("%s: replicas %v: want an integer 1-%d", set.Policy, set.Value, cfg.Max)
@@ -364,6 +418,7 @@ func Run(ctx context.Context, cfg Config, reqs []Request, set Setting) (*Result,
 		return nil, err
 	}
 	res.End = s.now
+	res.states, res.cfg = s.st, &s.cfg
 	s.summarize(res)
 	if tl != nil {
 		res.Timeline = tl.finish(s)
@@ -410,6 +465,16 @@ func (s *engine) loop(ctx context.Context, as autoscaler, hpa *HPA, res *Result,
 			s.maybeEnd(r)
 			if r.state == gone {
 				s.replicas = slices.DeleteFunc(s.replicas, func(x *replica) bool { return x == r })
+			}
+		case evPlan:
+			// The plan is the Deployment's count; no HPA in between.
+			want := s.cfg.Plan[ev.plan].Replicas
+			if total, _ := s.count(); want != total {
+				s.scaleTo(want)
+				if res != nil {
+					res.ScaleEvents++
+					res.PeakReplicas = max(res.PeakReplicas, want)
+				}
 			}
 		case evReady:
 			r := ev.rep

@@ -139,15 +139,21 @@ func (p *Pods) Fetch(ctx context.Context) (Snapshot, error) {
 		seen[r.pod] = true
 		snap.QueueTotal += r.queue
 		snap.RunningTotal += r.running
-		snap.Replicas = append(snap.Replicas, Replica{Name: r.pod, Queue: r.queue, Running: r.running})
+		rep := Replica{Name: r.pod, Queue: r.queue, Running: r.running}
 		if r.latency != nil {
-			if d, at, ok := p.windowDelta(r.pod, now, r.latency); ok {
+			if d, at, ok, recent, prev := p.windowDelta(r.pod, now, r.latency); ok {
 				window = window.Add(d)
+				rep.Recent = recent
+				snap.Latency.Recent += recent
+				if since := now.Sub(prev); since > snap.Latency.RecentOver {
+					snap.Latency.RecentOver = since
+				}
 				if oldest.IsZero() || at.Before(oldest) {
 					oldest = at
 				}
 			}
 		}
+		snap.Replicas = append(snap.Replicas, rep)
 	}
 	for pod := range p.history {
 		if !seen[pod] {
@@ -179,7 +185,9 @@ func (p *Pods) Fetch(ctx context.Context) (Snapshot, error) {
 // windowDelta records the pod's cumulative buckets and returns the increase
 // since the oldest sample still inside the window. A pod's first scrape has
 // no baseline and contributes nothing (its lifetime totals are not a window).
-func (p *Pods) windowDelta(pod string, now time.Time, cur Buckets) (Buckets, time.Time, bool) {
+// It also returns the observations since the pod's previous scrape and
+// that scrape's time.
+func (p *Pods) windowDelta(pod string, now time.Time, cur Buckets) (delta Buckets, at time.Time, ok bool, recent float64, prev time.Time) {
 	h := p.history[pod]
 	// Keep the newest sample at or before the window start as the baseline,
 	// plus everything after it.
@@ -190,20 +198,18 @@ func (p *Pods) windowDelta(pod string, now time.Time, cur Buckets) (Buckets, tim
 		}
 	}
 	h = h[cut:]
-	var (
-		delta Buckets
-		at    time.Time
-		ok    bool
-	)
 	if len(h) > 0 {
 		delta, ok = cur.Sub(h[0].buckets)
 		at = h[0].at
-		if !ok {
+		if ok {
+			last := h[len(h)-1]
+			recent, prev = max(0, cur.Total()-last.buckets.Total()), last.at
+		} else {
 			h = nil // counter reset or layout change: start over
 		}
 	}
 	p.history[pod] = append(h, sample{at: now, buckets: cur})
-	return delta, at, ok
+	return delta, at, ok, recent, prev
 }
 
 func podReady(pod *corev1.Pod) bool {

@@ -235,8 +235,18 @@ func TestPodsLatencyWindow(t *testing.T) {
 	if snap.Latency.WithinTarget != 0 {
 		t.Errorf("within the 500ms target: %v of the window's requests, want 0 (all took 0.5-1s)", snap.Latency.WithinTarget)
 	}
+	if snap.Latency.Recent != 100 || snap.Latency.RecentOver != 30*time.Second || len(snap.Replicas) != 1 || snap.Replicas[0].Recent != 100 {
+		t.Errorf("since the previous scrape: %v over %s (replicas %+v), want 100 over 30s", snap.Latency.Recent, snap.Latency.RecentOver, snap.Replicas)
+	}
+	// 10s later, 20 more: Recent counts since the previous scrape, not
+	// over the window.
+	now = now.Add(10 * time.Second)
+	fakes[0].body.Store(vllmText(0, 1, []int{1000, 1000, 1120, 1120}))
+	if snap, err = src.Fetch(context.Background()); err != nil || snap.Latency.Recent != 20 || snap.Latency.RecentOver != 10*time.Second || snap.Latency.Observations != 120 {
+		t.Errorf("second window scrape: %+v %v, want 20 recent over 10s, 120 in the window", snap.Latency, err)
+	}
 	// No new requests: no distribution in the window.
-	now = now.Add(90 * time.Second)
+	now = now.Add(80 * time.Second)
 	snap, err = src.Fetch(context.Background())
 	if err != nil {
 		t.Fatal(err)

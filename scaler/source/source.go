@@ -36,6 +36,8 @@ type Replica struct {
 	Name    string
 	Queue   float64
 	Running float64
+	// Recent is the replica's part of Latency.Recent.
+	Recent float64
 }
 
 // Latency is a percentile computed from histogram bucket increases over a
@@ -51,6 +53,12 @@ type Latency struct {
 	// WithinTarget is how many of them were at or below the latency
 	// target (pods source only).
 	WithinTarget float64
+	// Recent is how many observations the replicas' histograms gained
+	// since their previous scrape, RecentOver the time since it (pods
+	// source only; 0 when no replica had a previous scrape). For TTFT
+	// these are the requests admitted, a measure of the arrival rate.
+	Recent     float64
+	RecentOver time.Duration
 }
 
 // Source produces snapshots. Implementations are safe for use by one
