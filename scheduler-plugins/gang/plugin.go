@@ -60,6 +60,12 @@ type Plugin struct {
 	// blocked are pods turned away because another gang held the
 	// placement; they are activated when it lets go.
 	blocked map[types.UID]*v1.Pod
+	// stopped closes when the scheduler that built the plugin stops.
+	// The gauges are process-wide and a stopped scheduler's waiting
+	// members can still time out and be unreserved afterwards; its stale
+	// counts must not overwrite the live instance's (a restarted
+	// scheduler in one process, as in the chaos test).
+	stopped <-chan struct{}
 }
 
 var (
@@ -132,6 +138,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	registerMetrics()
 	p := newPlugin(args)
 	p.handle = h
+	p.stopped = ctx.Done()
 	jobs := h.SharedInformerFactory().Batch().V1().Jobs()
 	pods := h.SharedInformerFactory().Core().V1().Pods()
 	p.jobs, p.pods = jobs.Lister(), pods.Lister()
@@ -545,6 +552,11 @@ func (p *Plugin) activate(ctx context.Context, pods map[string]*v1.Pod) {
 }
 
 func (p *Plugin) updatePendingLocked() {
+	select {
+	case <-p.stopped:
+		return
+	default:
+	}
 	pending, partly := 0, 0
 	for _, g := range p.gangs {
 		if len(g.pending) > 0 && !g.admitted {

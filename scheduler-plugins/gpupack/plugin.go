@@ -455,6 +455,32 @@ func (p *Plugin) PreBind(ctx context.Context, state fwk.CycleState, pod *v1.Pod,
 func (p *Plugin) EventsToRegister(context.Context) ([]fwk.ClusterEventWithHint, error) {
 	return []fwk.ClusterEventWithHint{
 		{Event: fwk.ClusterEvent{Resource: fwk.Node, ActionType: fwk.Add | fwk.UpdateNodeAllocatable | fwk.UpdateNodeAnnotation | fwk.UpdateNodeLabel}},
-		{Event: fwk.ClusterEvent{Resource: fwk.AssignedPod, ActionType: fwk.Delete}},
+		{Event: fwk.ClusterEvent{Resource: fwk.AssignedPod, ActionType: fwk.Delete}, QueueingHintFn: p.freedByDelete},
 	}, nil
+}
+
+// freedByDelete frees the deleted pod's GPUs in GPUPack's state before
+// the rejected pod is requeued, then requeues it if the deleted pod could
+// have held GPUs. GPUPack's own informer handler sees the same delete,
+// but on another goroutine: without this, the retry could run first, be
+// rejected by the stale state, and wait for an unrelated event. Freeing
+// twice is harmless (bookings go by UID). The scheduler also sends this
+// event when an unscheduled pod's nomination moves; such a pod (no node
+// name) holds no booking and is left alone.
+func (p *Plugin) freedByDelete(_ klog.Logger, _ *v1.Pod, oldObj, _ any) (fwk.QueueingHint, error) {
+	deleted, ok := unwrap[*v1.Pod](oldObj)
+	if !ok {
+		return fwk.Queue, fmt.Errorf("%s: unexpected object %T", Name, oldObj)
+	}
+	if deleted.Spec.NodeName != "" {
+		p.gpus.deletePod(deleted)
+	}
+	if _, named := deleted.Annotations[contract.AnnotationGPUIDs]; named {
+		return fwk.Queue, nil
+	}
+	r, err := parseRequest(deleted, &p.args)
+	if err != nil || r.wantsGPU() {
+		return fwk.Queue, nil
+	}
+	return fwk.QueueSkip, nil // held no GPU: GPUPack's verdict cannot change
 }
