@@ -28,6 +28,7 @@ func newSimPackCommand() *cobra.Command {
 		nodesFile, podsFile, jsonFile, plotFile, seedsFlag string
 		policies                                           []string
 		inflate                                            float64
+		diagnose                                           bool
 	)
 	c := &cobra.Command{
 		Use:   "pack --nodes FILE --pods FILE",
@@ -69,6 +70,11 @@ arrived per policy, averaged over seeds. See docs/simulator.md.`,
 			if err := sim.WriteTable(cmd.OutOrStdout(), sums, inflate); err != nil {
 				return err
 			}
+			if diagnose {
+				for _, s := range sums {
+					sim.WriteDiagnosis(cmd.OutOrStdout(), s.Runs)
+				}
+			}
 			rep := sim.NewReport(podsFile, len(nodes), seeds, sums)
 			if jsonFile != "" {
 				if err := rep.WriteJSONFile(jsonFile); err != nil {
@@ -91,6 +97,7 @@ arrived per policy, averaged over seeds. See docs/simulator.md.`,
 	f.Float64Var(&inflate, "inflate", 1.3, "arrived GPU demand to replay, as a multiple of capacity")
 	f.StringVar(&jsonFile, "json", "", "write results as JSON to FILE")
 	f.StringVar(&plotFile, "plot", "", "draw allocated % vs arrived % to FILE.svg")
+	f.BoolVar(&diagnose, "diagnose", false, "print, per seed, where the free GPU capacity is at 100% arrived and which pods failed before")
 	_ = c.MarkFlagRequired("nodes")
 	_ = c.MarkFlagRequired("pods")
 	return c

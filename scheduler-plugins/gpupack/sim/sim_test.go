@@ -2,6 +2,8 @@ package sim
 
 import (
 	"context"
+	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -320,5 +322,59 @@ func TestRunSmall(t *testing.T) {
 	}
 	if _, err := RunAll(context.Background(), nodes, pods, []string{"nope"}, []uint64{1}, 1.3, nil); err == nil {
 		t.Fatal("unknown policy accepted")
+	}
+}
+
+// TestDiagnosis classifies a hand-built end state: each GPU's free
+// capacity by size and by what could still use it, and the failed pods
+// by kind and by whether GPUs and CPU were both somewhere but never on
+// one node.
+func TestDiagnosis(t *testing.T) {
+	nodes := []Node{
+		{Name: "a", CPUMilli: 16000, MemoryMiB: 65536, GPUs: 2, Model: "T4"},
+		{Name: "b", CPUMilli: 16000, MemoryMiB: 65536, GPUs: 2, Model: "T4"},
+	}
+	c := NewCluster(nodes)
+	// a: an 810 share and a whole GPU, CPU to spare.
+	c.bind(0, &Pod{CPUMilli: 4000, MemoryMiB: 1024, NumGPU: 1, GPUMilli: 810}, []int{0})
+	c.bind(0, &Pod{CPUMilli: 4000, MemoryMiB: 1024, NumGPU: 1, GPUMilli: 1000}, []int{1})
+	// b: a 500 share and all the CPU.
+	c.bind(1, &Pod{CPUMilli: 16000, MemoryMiB: 1024, NumGPU: 1, GPUMilli: 500}, []int{0})
+	shapes := gpuShapes([]Pod{
+		{CPUMilli: 2000, MemoryMiB: 1024, NumGPU: 1, GPUMilli: 1000},
+		{CPUMilli: 2000, MemoryMiB: 1024, NumGPU: 1, GPUMilli: 1000},
+		{CPUMilli: 2000, MemoryMiB: 1024, NumGPU: 1, GPUMilli: 400},
+		{CPUMilli: 1000, MemoryMiB: 1024},
+	})
+	if len(shapes) != 2 {
+		t.Fatalf("%d shapes, want 2", len(shapes))
+	}
+	d := &Diagnosis{}
+	// Whole GPU free on b, CPU free on a: split.
+	d.failed(c, &Pod{CPUMilli: 2000, MemoryMiB: 1024, NumGPU: 1, GPUMilli: 1000})
+	// No node has two whole GPUs.
+	d.failed(c, &Pod{CPUMilli: 2000, MemoryMiB: 1024, NumGPU: 2, GPUMilli: 1000, Spec: []string{"T4"}})
+	d.snapshot(c, shapes)
+	want := Diagnosis{
+		FreeGPUs: 1.69, Under200: 0.19, Under1000: 0.5, Whole: 1,
+		Usable: 0, HostStranded: 1.5, ShapeStranded: 0.19, FreeOnLowCPUNodes: 1.5,
+		Failed:      map[string]int{"1x1000": 1, "2x1000(T4)": 1},
+		FailedSplit: map[string]int{"1x1000": 1},
+		FailedGPUs:  map[string]float64{"1x1000": 1, "2x1000(T4)": 2},
+		Rests:       map[int]int{190: 1, 500: 1},
+	}
+	near := func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+	if !near(d.FreeGPUs, want.FreeGPUs) || !near(d.Under200, want.Under200) || !near(d.Under500, want.Under500) ||
+		!near(d.Under1000, want.Under1000) || !near(d.Whole, want.Whole) || !near(d.Usable, want.Usable) ||
+		!near(d.HostStranded, want.HostStranded) || !near(d.ShapeStranded, want.ShapeStranded) ||
+		!near(d.FreeOnLowCPUNodes, want.FreeOnLowCPUNodes) ||
+		!maps.Equal(d.Failed, want.Failed) || !maps.Equal(d.FailedSplit, want.FailedSplit) ||
+		!maps.Equal(d.FailedGPUs, want.FailedGPUs) || !maps.Equal(d.Rests, want.Rests) {
+		t.Fatalf("diagnosis\n got %+v\nwant %+v", *d, want)
+	}
+	var b strings.Builder
+	WriteDiagnosis(&b, []*Result{{Policy: "x", Seed: 1, Diag: d}})
+	if !strings.Contains(b.String(), "1.7 GPUs free") || !strings.Contains(b.String(), "1x190") {
+		t.Fatalf("report:\n%s", b.String())
 	}
 }
