@@ -139,7 +139,7 @@ func TestMemoMatchesFresh(t *testing.T) {
 // TestMixSnapshotStable: a steady mix keeps its snapshot (so memo keys
 // stay valid), a shifted one gets a new snapshot.
 func TestMixSnapshotStable(t *testing.T) {
-	m := newMix()
+	m := newMix(nil)
 	reqs := []request{{whole: 1}, {whole: 2}, {milli: 250}, {whole: 1}}
 	for i := range 4000 {
 		m.observe(reqs[i%len(reqs)])
