@@ -25,10 +25,10 @@ func newSimCommand() *cobra.Command {
 
 func newSimPackCommand() *cobra.Command {
 	var (
-		nodesFile, podsFile, jsonFile, plotFile, seedsFlag string
-		policies                                           []string
-		inflate                                            float64
-		diagnose                                           bool
+		nodesFile, podsFile, jsonFile, plotFile, seedsFlag, withFile string
+		policies                                                     []string
+		inflate                                                      float64
+		diagnose                                                     bool
 	)
 	c := &cobra.Command{
 		Use:   "pack --nodes FILE --pods FILE",
@@ -67,6 +67,15 @@ arrived per policy, averaged over seeds. See docs/simulator.md.`,
 			if err != nil {
 				return err
 			}
+			if withFile != "" {
+				earlier, err := sim.ReadReportFile(withFile)
+				if err != nil {
+					return err
+				}
+				if sums, err = sim.Merge(sums, podsFile, len(nodes), seeds, earlier); err != nil {
+					return fmt.Errorf("--with %s: %w", withFile, err)
+				}
+			}
 			if err := sim.WriteTable(cmd.OutOrStdout(), sums, inflate); err != nil {
 				return err
 			}
@@ -97,6 +106,7 @@ arrived per policy, averaged over seeds. See docs/simulator.md.`,
 	f.Float64Var(&inflate, "inflate", 1.3, "arrived GPU demand to replay, as a multiple of capacity")
 	f.StringVar(&jsonFile, "json", "", "write results as JSON to FILE")
 	f.StringVar(&plotFile, "plot", "", "draw allocated % vs arrived % to FILE.svg")
+	f.StringVar(&withFile, "with", "", "add the policies of an earlier --json report of the same trace and seeds that this run does not run (table, JSON and plot)")
 	f.BoolVar(&diagnose, "diagnose", false, "print, per seed, where the free GPU capacity is at 100% arrived and which pods failed before")
 	_ = c.MarkFlagRequired("nodes")
 	_ = c.MarkFlagRequired("pods")

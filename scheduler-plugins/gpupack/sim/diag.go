@@ -37,6 +37,43 @@ type Diagnosis struct {
 	Rests map[int]int
 	// FailedGPUs is the failed pods' GPU demand, in GPUs, by kind.
 	FailedGPUs map[string]float64
+	// ShareBound is the free capacity (GPUs) no placement avoids when
+	// every share pod that arrived is placed: for a threshold t up to
+	// 500, a GPU holding a share over 1000-t keeps a rest under t that
+	// only shares under t can fill, so at least the sum of those rests
+	// minus the sum of the shares under t stays free; the largest over t.
+	ShareBound float64
+	// arrived counts the share pods that arrived so far by milli.
+	arrived map[int]int
+}
+
+// arrive records a pod that arrived before 100%.
+func (d *Diagnosis) arrive(p *Pod) {
+	if !p.Share() {
+		return
+	}
+	if d.arrived == nil {
+		d.arrived = map[int]int{}
+	}
+	d.arrived[p.GPUMilli]++
+}
+
+// shareBound is ShareBound over the arrived shares.
+func (d *Diagnosis) shareBound() float64 {
+	best := 0
+	for t := 1; t <= FullGPU/2; t++ {
+		rests, small := 0, 0
+		for m, n := range d.arrived {
+			if m > FullGPU-t {
+				rests += (FullGPU - m) * n
+			}
+			if m < t {
+				small += m * n
+			}
+		}
+		best = max(best, rests-small)
+	}
+	return float64(best) / FullGPU
 }
 
 func podKind(p *Pod) string {
@@ -78,6 +115,7 @@ func (d *Diagnosis) failed(c *Cluster, p *Pod) {
 // snapshot classifies the free capacity of c. shapes are the trace's
 // distinct GPU pods.
 func (d *Diagnosis) snapshot(c *Cluster, shapes []Pod) {
+	d.ShareBound = d.shareBound()
 	for i := range c.st {
 		s := &c.st[i]
 		model := c.Nodes[i].Model
@@ -168,8 +206,8 @@ func WriteDiagnosis(w io.Writer, rs []*Result) {
 		if d == nil {
 			continue
 		}
-		fmt.Fprintf(w, "%s seed %d at 100%%: %.1f GPUs free: <200 %.1f, 200-499 %.1f, 500-999 %.1f, whole %.1f; usable %.1f, CPU/mem-stranded %.1f, shape-stranded %.1f; on nodes <2 free cores %.1f\n",
-			r.Policy, r.Seed, d.FreeGPUs, d.Under200, d.Under500, d.Under1000, d.Whole, d.Usable, d.HostStranded, d.ShapeStranded, d.FreeOnLowCPUNodes)
+		fmt.Fprintf(w, "%s seed %d at 100%%: %.1f GPUs free (at least %.1f as shares arrived): <200 %.1f, 200-499 %.1f, 500-999 %.1f, whole %.1f; usable %.1f, CPU/mem-stranded %.1f, shape-stranded %.1f; on nodes <2 free cores %.1f\n",
+			r.Policy, r.Seed, d.FreeGPUs, d.ShareBound, d.Under200, d.Under500, d.Under1000, d.Whole, d.Usable, d.HostStranded, d.ShapeStranded, d.FreeOnLowCPUNodes)
 		kinds := make([]string, 0, len(d.Failed))
 		for k := range d.Failed {
 			kinds = append(kinds, k)

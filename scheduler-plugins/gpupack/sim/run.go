@@ -84,6 +84,9 @@ func Run(ctx context.Context, nodes []Node, pods []Pod, policy string, seed uint
 		}
 		p := &work[k]
 		arrived += p.GPURequest()
+		if res.Diag == nil {
+			diag.arrive(p)
+		}
 		node, gpus, ok, err := pol.Place(ctx, p, k)
 		if err != nil {
 			return nil, fmt.Errorf("%s seed %d pod %s: %w", policy, seed, p.Name, err)
