@@ -25,9 +25,10 @@ func newSimCommand() *cobra.Command {
 
 func newSimPackCommand() *cobra.Command {
 	var (
-		nodesFile, podsFile, jsonFile, plotFile, seedsFlag string
-		policies                                           []string
-		inflate                                            float64
+		nodesFile, podsFile, jsonFile, plotFile, seedsFlag, withFile string
+		policies                                                     []string
+		inflate                                                      float64
+		diagnose                                                     bool
 	)
 	c := &cobra.Command{
 		Use:   "pack --nodes FILE --pods FILE",
@@ -66,8 +67,22 @@ arrived per policy, averaged over seeds. See docs/simulator.md.`,
 			if err != nil {
 				return err
 			}
+			if withFile != "" {
+				earlier, err := sim.ReadReportFile(withFile)
+				if err != nil {
+					return err
+				}
+				if sums, err = sim.Merge(sums, podsFile, len(nodes), seeds, earlier); err != nil {
+					return fmt.Errorf("--with %s: %w", withFile, err)
+				}
+			}
 			if err := sim.WriteTable(cmd.OutOrStdout(), sums, inflate); err != nil {
 				return err
+			}
+			if diagnose {
+				for _, s := range sums {
+					sim.WriteDiagnosis(cmd.OutOrStdout(), s.Runs)
+				}
 			}
 			rep := sim.NewReport(podsFile, len(nodes), seeds, sums)
 			if jsonFile != "" {
@@ -91,6 +106,8 @@ arrived per policy, averaged over seeds. See docs/simulator.md.`,
 	f.Float64Var(&inflate, "inflate", 1.3, "arrived GPU demand to replay, as a multiple of capacity")
 	f.StringVar(&jsonFile, "json", "", "write results as JSON to FILE")
 	f.StringVar(&plotFile, "plot", "", "draw allocated % vs arrived % to FILE.svg")
+	f.StringVar(&withFile, "with", "", "add the policies of an earlier --json report of the same trace and seeds that this run does not run (table, JSON and plot)")
+	f.BoolVar(&diagnose, "diagnose", false, "print, per seed, where the free GPU capacity is at 100% arrived and which pods failed before")
 	_ = c.MarkFlagRequired("nodes")
 	_ = c.MarkFlagRequired("pods")
 	return c

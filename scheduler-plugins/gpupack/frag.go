@@ -43,6 +43,8 @@ type mix struct {
 	// Decayed sums of the observed pods' milli-GPU, milli-CPU and memory
 	// (MiB): the mix's CPU and memory per GPU.
 	sumGPU, sumCPU, sumMem float64
+	// capacity reads the cluster's GPUs per product (nil: unknown).
+	capacity func() map[string]int
 	// snap is the model Score reads without locking, refreshed every
 	// refreshEvery observations.
 	snap atomic.Pointer[fragModel]
@@ -60,8 +62,8 @@ const (
 // observations soon outweigh.
 var priorMix = []class{{whole: 1}, {whole: 2}, {whole: 4}, {whole: 8}, {milli: 250}, {milli: 500}}
 
-func newMix() *mix {
-	m := &mix{weight: map[class]float64{}}
+func newMix(capacity func() map[string]int) *mix {
+	m := &mix{weight: map[class]float64{}, capacity: capacity}
 	for _, c := range priorMix {
 		m.weight[c] = 1
 	}
@@ -120,9 +122,9 @@ func lessClass(a, b class) bool {
 
 // snapTolerance is how far the mix may drift before Score sees a new
 // snapshot: the largest change of any cumulative class probability.
-// Scores are whole points of a rise of a whole node's capacity, so a
-// drift this small rarely changes one, while a stable snapshot lets the
-// memo (memo.go) answer repeat visits of unchanged nodes.
+// A drift this small moves a score by a fraction of a point, while a
+// stable snapshot lets the memo (memo.go) answer repeat visits of
+// unchanged nodes.
 const snapTolerance = 0.005
 
 func (m *mix) refreshLocked() {
@@ -133,6 +135,9 @@ func (m *mix) refreshLocked() {
 	if m.sumMem > 0 {
 		fm.gpuPerMem = m.sumGPU / m.sumMem
 	}
+	if m.capacity != nil {
+		fm.pressure = modelPressure(m.weight, m.capacity())
+	}
 	if old := m.snap.Load(); old != nil && old.near(fm, snapTolerance) {
 		return
 	}
@@ -142,8 +147,13 @@ func (m *mix) refreshLocked() {
 // near reports whether o has the same classes as fm with every
 // cumulative probability within tol.
 func (fm *fragModel) near(o *fragModel, tol float64) bool {
-	if len(fm.groups) != len(o.groups) || !nearRatio(fm.gpuPerCPU, o.gpuPerCPU, tol) || !nearRatio(fm.gpuPerMem, o.gpuPerMem, tol) {
+	if len(fm.groups) != len(o.groups) || !nearRatio(fm.gpuPerCPU, o.gpuPerCPU, tol) || !nearRatio(fm.gpuPerMem, o.gpuPerMem, tol) || len(fm.pressure) != len(o.pressure) {
 		return false
+	}
+	for p, v := range fm.pressure {
+		if w, ok := o.pressure[p]; !ok || math.Abs(v-w) > tol {
+			return false
+		}
 	}
 	for i := range fm.groups {
 		a, b := &fm.groups[i], &o.groups[i]
@@ -175,6 +185,67 @@ type fragModel struct {
 	// per MiB of memory: how much GPU capacity a node's free CPU and
 	// memory carry on average. 0 = unknown.
 	gpuPerCPU, gpuPerMem float64
+	// pressure is, per GPU product, the share of its capacity that the
+	// mix's model-restricted requests claim (0-1; nil when none is
+	// restricted): using a GPU of that product strands, in expectation,
+	// that share of it for them.
+	pressure map[string]float64
+}
+
+// modelPressure spreads each model-restricted class's share of the mix's
+// GPU demand over the products it accepts, in proportion to their
+// capacity, and divides by each product's share of the capacity. FGD's
+// measure sees a node's GPUs as stranded for a class that refuses their
+// model, but not that a GPU which only some classes can use is spent when
+// any other pod takes it: with the GPUs of a model few requests accept
+// but many pods could use, the restricted requests fail once the
+// others have filled them. The pressure prices that in.
+func modelPressure(weight map[class]float64, capacity map[string]int) map[string]float64 {
+	totalCap := 0
+	for _, n := range capacity {
+		totalCap += n
+	}
+	totalGPU := 0.0
+	for c, w := range weight {
+		totalGPU += w * float64(c.gpuMilli())
+	}
+	if totalCap == 0 || totalGPU == 0 {
+		return nil
+	}
+	var out map[string]float64
+	for c, w := range weight {
+		if c.models == "" {
+			continue
+		}
+		accepted := strings.Split(c.models, "|")
+		eligible := 0
+		for _, p := range accepted {
+			eligible += capacity[p]
+		}
+		if eligible == 0 {
+			continue // runs nowhere: claims nothing
+		}
+		// The class's demand share over its eligible capacity share.
+		claim := w * float64(c.gpuMilli()) / totalGPU * float64(totalCap) / float64(eligible)
+		for _, p := range accepted {
+			if capacity[p] == 0 {
+				continue
+			}
+			if out == nil {
+				out = map[string]float64{}
+			}
+			out[p] = min(1, out[p]+claim)
+		}
+	}
+	return out
+}
+
+// gpuMilli is the class's GPU demand in milli-GPU.
+func (c class) gpuMilli() int {
+	if c.milli > 0 {
+		return c.milli
+	}
+	return c.whole * fullGPU
 }
 
 type fragGroup struct {

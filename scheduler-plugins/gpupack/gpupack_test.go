@@ -365,7 +365,7 @@ func TestFragmentationHostFloor(t *testing.T) {
 // TestMixHostRatios: the mix learns the GPU per CPU and per memory of the
 // GPU pods it sees; CPU-only pods do not enter it.
 func TestMixHostRatios(t *testing.T) {
-	m := newMix()
+	m := newMix(nil)
 	for range 2 * refreshEvery {
 		m.observe(request{whole: 1, cpuMilli: 8000, memReqMiB: 32768})
 		m.observe(request{milli: 500, cpuMilli: 4000, memReqMiB: 16384})
@@ -397,5 +397,97 @@ func TestScoreSteersCPUAwayFromGPUs(t *testing.T) {
 	spare := p.scoreChoice(ng, r, choice{}, hostLeft{8*8000 + 16000, 1 << 20})
 	if spare <= scarce {
 		t.Fatalf("CPU-only pod: score with CPU to spare %d <= score where it strands GPUs %d", spare, scarce)
+	}
+}
+
+// TestModelPressure: a model-restricted class claims its share of the
+// GPU demand over its share of the capacity, spread over the products it
+// accepts; unrestricted classes claim nothing.
+func TestModelPressure(t *testing.T) {
+	capacity := map[string]int{"A": 10, "B": 30}
+	tests := []struct {
+		name   string
+		weight map[class]float64
+		want   map[string]float64
+	}{
+		{name: "none restricted", weight: map[class]float64{{whole: 1}: 1, {milli: 500}: 1}, want: nil},
+		// A-only is 1/8 of the GPU demand, A a quarter of the capacity.
+		{name: "one product", weight: map[class]float64{{whole: 1}: 7, {whole: 1, models: "A"}: 1}, want: map[string]float64{"A": 0.5}},
+		// Shares weigh by their milli: 500 of 8000.
+		{name: "share", weight: map[class]float64{{whole: 1}: 7.5, {milli: 500, models: "A"}: 1}, want: map[string]float64{"A": 0.25}},
+		// A|B covers all the capacity: its demand share on both.
+		{name: "two products", weight: map[class]float64{{whole: 1}: 7, {whole: 1, models: "A|B"}: 1}, want: map[string]float64{"A": 0.125, "B": 0.125}},
+		{name: "capped at the capacity", weight: map[class]float64{{whole: 1}: 1, {whole: 2, models: "A"}: 1}, want: map[string]float64{"A": 1}},
+		{name: "a product nobody has claims nothing", weight: map[class]float64{{whole: 1}: 7, {whole: 1, models: "C"}: 1}, want: nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := modelPressure(tt.weight, capacity)
+			if len(got) != len(tt.want) {
+				t.Fatalf("pressure %v, want %v", got, tt.want)
+			}
+			for p, w := range tt.want {
+				if math.Abs(got[p]-w) > 1e-9 {
+					t.Fatalf("pressure %v, want %v", got, tt.want)
+				}
+			}
+		})
+	}
+	if got := modelPressure(map[class]float64{{whole: 1, models: "A"}: 1}, nil); got != nil {
+		t.Fatalf("no capacity known: pressure %v, want nil", got)
+	}
+}
+
+// TestScoreSparesContestedModel: an unrestricted GPU pod scores the same
+// on two empty nodes of different products until requests that only
+// accept one of them are in the mix; then it prefers the other.
+func TestScoreSparesContestedModel(t *testing.T) {
+	c1, _ := node(t, "dgx-h100")
+	c2, _ := node(t, "pcie-8x-2socket")
+	contested, other := c1.nodes["n"], c2.nodes["n"]
+	product := contested.topo.GPUs[0].Product
+	if other.topo.GPUs[0].Product == product {
+		t.Fatalf("test shapes share product %q", product)
+	}
+	capacity := map[string]int{product: 8, other.topo.GPUs[0].Product: 8}
+	r := request{whole: 1}
+	score := func(fm *fragModel, ng *nodeGPUs) float64 {
+		c, reason := ng.fit(r, &Args{MultiGPUInterconnect: InterconnectPreferred}, nil)
+		if reason != "" {
+			t.Fatal(reason)
+		}
+		return packingScore(ng, r, c, fm, unknownHost)
+	}
+	weight := map[class]float64{{whole: 1}: 10}
+	fm := newFragModel(weight)
+	fm.pressure = modelPressure(weight, capacity)
+	if a, b := score(fm, contested), score(fm, other); a != b {
+		t.Fatalf("no restricted requests: scores %v and %v, want equal", a, b)
+	}
+	weight[class{whole: 1, models: product}] = 1
+	fm = newFragModel(weight)
+	fm.pressure = modelPressure(weight, capacity)
+	if a, b := score(fm, contested), score(fm, other); a >= b {
+		t.Fatalf("with %s-only requests: score on %s %v >= on the other node %v", product, product, a, b)
+	}
+}
+
+// TestMixPressureFromInventory: the plugin's mix reads the products'
+// capacity from the nodes it knows.
+func TestMixPressureFromInventory(t *testing.T) {
+	p := newPlugin(DefaultArgs())
+	_, n := node(t, "dgx-h100")
+	p.ObserveNode(n)
+	product := p.gpus.nodes["n"].topo.GPUs[0].Product
+	for range 2 * refreshEvery {
+		p.mix.observe(request{whole: 1})
+		p.mix.observe(request{whole: 1, models: product})
+	}
+	if got := p.mix.current().pressure[product]; got <= 0 {
+		t.Fatalf("pressure on %s %v, want > 0", product, got)
+	}
+	p.ForgetNode("n")
+	if got := p.gpus.productCapacity(); len(got) != 0 {
+		t.Fatalf("capacity after the node is gone: %v", got)
 	}
 }

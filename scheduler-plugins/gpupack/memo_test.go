@@ -39,6 +39,8 @@ func TestMemoMatchesFresh(t *testing.T) {
 		ni.SetNode(n)
 		nodes, infos = append(nodes, n), append(infos, ni)
 	}
+	restricted := p.gpus.nodes["n00"].topo.GPUs[0].Product
+	pressured := 0
 	randomPod := func(i int) *v1.Pod {
 		limits := map[string]string{v1.ResourceCPU.String(): strconv.Itoa(1+r.IntN(16)*2) + "000m"}
 		var annot map[string]string
@@ -53,6 +55,14 @@ func TestMemoMatchesFresh(t *testing.T) {
 		}
 		pd := pod(limits, annot)
 		pd.Name, pd.UID = fmt.Sprintf("p%d", i), types.UID(fmt.Sprintf("uid-%d", i))
+		if r.IntN(4) == 0 {
+			// Only one shape's GPU model: the mix gets model pressure.
+			pd.Spec.Affinity = &v1.Affinity{NodeAffinity: &v1.NodeAffinity{
+				RequiredDuringSchedulingIgnoredDuringExecution: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
+					MatchExpressions: []v1.NodeSelectorRequirement{{Key: contract.LabelGPUProduct, Operator: v1.NodeSelectorOpIn, Values: []string{restricted}}},
+				}}},
+			}}
+		}
 		return pd
 	}
 	var placed []*v1.Pod
@@ -65,6 +75,9 @@ func TestMemoMatchesFresh(t *testing.T) {
 			t.Fatalf("step %d: PreFilter: %v", step, st)
 		}
 		s, _ := getState(state)
+		if s.req.frag != nil && s.req.frag.pressure[restricted] > 0 {
+			pressured++
+		}
 		var best, bestScore = -1, int64(-1)
 		for i, ni := range infos {
 			ng := p.gpus.nodes[nodes[i].Name]
@@ -133,13 +146,16 @@ func TestMemoMatchesFresh(t *testing.T) {
 	if hits == 0 {
 		t.Fatal("the memo never answered a Filter")
 	}
+	if pressured == 0 {
+		t.Fatal("no cycle saw model pressure")
+	}
 	t.Logf("%d placed at the end; %d Filter calls answered from the memo", len(placed), hits)
 }
 
 // TestMixSnapshotStable: a steady mix keeps its snapshot (so memo keys
 // stay valid), a shifted one gets a new snapshot.
 func TestMixSnapshotStable(t *testing.T) {
-	m := newMix()
+	m := newMix(nil)
 	reqs := []request{{whole: 1}, {whole: 2}, {milli: 250}, {whole: 1}}
 	for i := range 4000 {
 		m.observe(reqs[i%len(reqs)])

@@ -101,8 +101,9 @@ func (p *Plugin) ForgetPod(pod *v1.Pod) { p.gpus.deletePod(pod) }
 func (p *Plugin) ForgetNode(name string) { p.gpus.deleteNode(name) }
 
 func newPlugin(args Args) *Plugin {
-	p := &Plugin{args: args, mix: newMix()}
+	p := &Plugin{args: args}
 	p.gpus = newGPUState(&p.args)
+	p.mix = newMix(p.gpus.productCapacity)
 	return p
 }
 

@@ -1,8 +1,6 @@
 package gpupack
 
 import (
-	"math"
-
 	fwk "k8s.io/kube-scheduler/framework"
 
 	"github.com/kubegpu/kubegpu/pkg/gpunode"
@@ -15,8 +13,9 @@ const scoreScale = 100
 //   - packing: 50 minus the rise in the node's expected stranded GPU
 //     capacity for the observed request mix (FGD's measure, with each
 //     request's CPU and GPU models, and at least the free GPU the node's
-//     free CPU and memory cannot carry), scaled so a rise of a whole
-//     8-GPU node is 0 and an equal fall is 100, in whole points;
+//     free CPU and memory cannot carry), plus the GPUs taken times their
+//     product's pressure from model-restricted requests, scaled so a
+//     rise of a whole 8-GPU node is 0 and an equal fall is 100;
 //   - topology: the chosen set's interconnect (gpunode.SetQuality.Score);
 //   - memory fit: the pod's memory minimum over the chosen GPUs' memory,
 //     so pods that fit 16 GiB do not take 80 GiB GPUs; neutral (100)
@@ -112,13 +111,23 @@ func packingScore(ng *nodeGPUs, r request, c choice, fm *fragModel, host hostLef
 		hostAfter.mem -= r.memReqMiB
 	}
 	delta := fm.frag(after, ng.topo.GPUs, hostAfter) - fm.frag(before, ng.topo.GPUs, host)
-	// Whole points only: rises within one point (160 milli-GPU) count as
-	// equal and the scheduler's node order decides. On the openb trace
-	// (seed 42, docs/simulator.md) finer resolution packed worse, about
-	// 0.7 points less allocated at 100% demand; the mix is an estimate,
-	// and its small differences are not worth following. With the CPU
-	// and memory floor in frag, full resolution gained about 0.1 point on
-	// the default and gpushare40 traces but lost 0.8 on gpuspec10.
+	// GPUs of a product that model-restricted requests need are spent
+	// for them in proportion to the product's pressure.
+	if fm.pressure != nil {
+		for _, i := range c.pos {
+			taken := fullGPU
+			if r.milli > 0 {
+				taken = r.milli
+			}
+			delta += float64(taken) * fm.pressure[ng.topo.GPUs[i].Product]
+		}
+	}
+	// Full resolution. Scores used to be whole points (160 milli-GPU),
+	// leaving near-equal nodes to the scheduler's node order: finer
+	// scores drove unrestricted pods onto the GPU models that
+	// model-restricted requests need, since FGD's measure does not see
+	// that spending (openb gpuspec10 trace, docs/simulator.md). With the
+	// model pressure above, full resolution packs better on every trace.
 	const span = 8 * fullGPU
-	return math.Trunc(min(100, max(0, 50-50*delta/span)))
+	return min(100, max(0, 50-50*delta/span))
 }

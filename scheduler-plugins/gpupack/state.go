@@ -69,6 +69,9 @@ type gpuState struct {
 	// matrices, product names, PCI bus IDs), so 5000 nodes of a few
 	// shapes keep a few copies: a decoded 8-GPU link matrix is 1.7 KiB.
 	interned internTable
+	// products counts the GPUs of each product on the nodes with a valid
+	// inventory: the capacity the mix's model-restricted requests draw on.
+	products map[string]int
 }
 
 func newGPUState(args *Args) *gpuState {
@@ -78,7 +81,34 @@ func newGPUState(args *Args) *gpuState {
 		args:     args,
 		seed:     maphash.MakeSeed(),
 		interned: internTable{links: map[string][][]gpunode.Link{}, strs: map[string]string{}},
+		products: map[string]int{},
 	}
+}
+
+// countProductsLocked adds (sign 1) or removes (-1) a node's GPUs from
+// the per-product capacity.
+func (c *gpuState) countProductsLocked(ng *nodeGPUs, sign int) {
+	if ng == nil || ng.topo == nil {
+		return
+	}
+	for i := range ng.topo.GPUs {
+		p := ng.topo.GPUs[i].Product
+		c.products[p] += sign
+		if c.products[p] <= 0 {
+			delete(c.products, p)
+		}
+	}
+}
+
+// productCapacity copies the per-product GPU counts.
+func (c *gpuState) productCapacity() map[string]int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make(map[string]int, len(c.products))
+	for p, n := range c.products {
+		out[p] = n
+	}
+	return out
 }
 
 // internTable maps values to their shared copy. It is bounded: a cluster
@@ -160,6 +190,8 @@ func (c *gpuState) setNode(node *v1.Node) {
 			ng.whole = make([]bool, len(topo.GPUs))
 		}
 	}
+	c.countProductsLocked(old, -1)
+	c.countProductsLocked(ng, 1)
 	c.nodes[node.Name] = ng
 	c.recountLocked(ng)
 }
@@ -167,6 +199,9 @@ func (c *gpuState) setNode(node *v1.Node) {
 func (c *gpuState) deleteNode(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if ng := c.nodes[name]; ng != nil {
+		c.countProductsLocked(ng, -1)
+	}
 	delete(c.nodes, name)
 }
 

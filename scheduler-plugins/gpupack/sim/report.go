@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"text/tabwriter"
 )
 
@@ -70,4 +71,45 @@ func (r *Report) WriteJSONFile(path string) error {
 		return fmt.Errorf("write report: %w", err)
 	}
 	return nil
+}
+
+// ReadReportFile reads a --json report back.
+func ReadReportFile(path string) (*Report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read report: %w", err)
+	}
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("report %s: %w", path, err)
+	}
+	return &r, nil
+}
+
+// Merge adds to sums the policies of an earlier report of the same trace,
+// node count and seeds that sums lack (a run of the policies that did
+// not change), and returns them in PolicyNames order, unknown names last.
+func Merge(sums []Summary, trace string, nodes int, seeds []uint64, earlier *Report) ([]Summary, error) {
+	if earlier.Trace != filepath.Base(trace) || earlier.Nodes != nodes || !slices.Equal(earlier.Seeds, seeds) {
+		return nil, fmt.Errorf("earlier report is of %s, %d nodes, seeds %v; this run is of %s, %d nodes, seeds %v",
+			earlier.Trace, earlier.Nodes, earlier.Seeds, filepath.Base(trace), nodes, seeds)
+	}
+	out := slices.Clone(sums)
+	for name, p := range earlier.Policies {
+		if slices.ContainsFunc(out, func(s Summary) bool { return s.Policy == name }) {
+			continue
+		}
+		out = append(out, Summary{
+			Policy: name, Seeds: earlier.Seeds, Curve: p.Curve, AllocAt100: p.AllocAt100,
+			AllocAtEnd: p.AllocAt130, UnallocatedGPUs: p.UnallocatedGPUsAt130, Failed: p.FailedPods,
+		})
+	}
+	rank := func(name string) int {
+		if i := slices.Index(PolicyNames(), name); i >= 0 {
+			return i
+		}
+		return len(PolicyNames())
+	}
+	slices.SortStableFunc(out, func(a, b Summary) int { return rank(a.Policy) - rank(b.Policy) })
+	return out, nil
 }

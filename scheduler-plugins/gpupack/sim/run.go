@@ -51,6 +51,9 @@ type Result struct {
 	Pods, Failed  int
 	CapacityMilli int64
 	UsedMilli     int64 // at the end (arrived = inflate x capacity)
+	// Diag breaks down the free capacity when arrived demand first
+	// reaches capacity (nil if it never does).
+	Diag *Diagnosis
 }
 
 // Progress is told how far a run is; nil for none.
@@ -69,6 +72,7 @@ func Run(ctx context.Context, nodes []Node, pods []Pod, policy string, seed uint
 	cnt := make([]int, points)
 	res := &Result{Policy: policy, Seed: seed, Pods: len(work), CapacityMilli: c.CapacityMilli()}
 	arrived := int64(0)
+	diag := &Diagnosis{}
 	for k := range work {
 		if k%512 == 0 {
 			if err := ctx.Err(); err != nil {
@@ -80,6 +84,9 @@ func Run(ctx context.Context, nodes []Node, pods []Pod, policy string, seed uint
 		}
 		p := &work[k]
 		arrived += p.GPURequest()
+		if res.Diag == nil {
+			diag.arrive(p)
+		}
 		node, gpus, ok, err := pol.Place(ctx, p, k)
 		if err != nil {
 			return nil, fmt.Errorf("%s seed %d pod %s: %w", policy, seed, p.Name, err)
@@ -91,6 +98,13 @@ func Run(ctx context.Context, nodes []Node, pods []Pod, policy string, seed uint
 			c.bind(node, p, gpus)
 		} else {
 			res.Failed++
+			if res.Diag == nil {
+				diag.failed(c, p)
+			}
+		}
+		if res.Diag == nil && arrived >= c.CapacityMilli() {
+			diag.snapshot(c, gpuShapes(pods))
+			res.Diag = diag
 		}
 		x := int(math.Round(100 * float64(arrived) / float64(c.CapacityMilli())))
 		if x >= 0 && x < points {
@@ -129,13 +143,14 @@ type Summary struct {
 	Curve           []float64
 	AllocAt100      float64
 	AllocAtEnd      float64 // at inflate x 100 (130 by default)
+	Runs            []*Result
 	UnallocatedGPUs float64 // free GPU capacity at the end, in GPUs
 	Failed          float64 // pods that fit nowhere
 }
 
 // Summarize averages one policy's runs.
 func Summarize(rs []*Result) Summary {
-	s := Summary{Policy: rs[0].Policy}
+	s := Summary{Policy: rs[0].Policy, Runs: rs}
 	s.Curve = make([]float64, len(rs[0].Curve))
 	for _, r := range rs {
 		s.Seeds = append(s.Seeds, r.Seed)

@@ -2,6 +2,8 @@ package sim
 
 import (
 	"context"
+	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -320,5 +322,110 @@ func TestRunSmall(t *testing.T) {
 	}
 	if _, err := RunAll(context.Background(), nodes, pods, []string{"nope"}, []uint64{1}, 1.3, nil); err == nil {
 		t.Fatal("unknown policy accepted")
+	}
+}
+
+// TestDiagnosis classifies a hand-built end state: each GPU's free
+// capacity by size and by what could still use it, and the failed pods
+// by kind and by whether GPUs and CPU were both somewhere but never on
+// one node.
+func TestDiagnosis(t *testing.T) {
+	nodes := []Node{
+		{Name: "a", CPUMilli: 16000, MemoryMiB: 65536, GPUs: 2, Model: "T4"},
+		{Name: "b", CPUMilli: 16000, MemoryMiB: 65536, GPUs: 2, Model: "T4"},
+	}
+	c := NewCluster(nodes)
+	// a: an 810 share and a whole GPU, CPU to spare.
+	c.bind(0, &Pod{CPUMilli: 4000, MemoryMiB: 1024, NumGPU: 1, GPUMilli: 810}, []int{0})
+	c.bind(0, &Pod{CPUMilli: 4000, MemoryMiB: 1024, NumGPU: 1, GPUMilli: 1000}, []int{1})
+	// b: a 500 share and all the CPU.
+	c.bind(1, &Pod{CPUMilli: 16000, MemoryMiB: 1024, NumGPU: 1, GPUMilli: 500}, []int{0})
+	shapes := gpuShapes([]Pod{
+		{CPUMilli: 2000, MemoryMiB: 1024, NumGPU: 1, GPUMilli: 1000},
+		{CPUMilli: 2000, MemoryMiB: 1024, NumGPU: 1, GPUMilli: 1000},
+		{CPUMilli: 2000, MemoryMiB: 1024, NumGPU: 1, GPUMilli: 400},
+		{CPUMilli: 1000, MemoryMiB: 1024},
+	})
+	if len(shapes) != 2 {
+		t.Fatalf("%d shapes, want 2", len(shapes))
+	}
+	d := &Diagnosis{}
+	// Two 810s and a 100: rests of 2 x 190 that only the 100 fits.
+	for _, m := range []int{810, 810, 100, 470} {
+		d.arrive(&Pod{NumGPU: 1, GPUMilli: m})
+	}
+	d.arrive(&Pod{NumGPU: 1, GPUMilli: 1000})
+	// Whole GPU free on b, CPU free on a: split.
+	d.failed(c, &Pod{CPUMilli: 2000, MemoryMiB: 1024, NumGPU: 1, GPUMilli: 1000})
+	// No node has two whole GPUs.
+	d.failed(c, &Pod{CPUMilli: 2000, MemoryMiB: 1024, NumGPU: 2, GPUMilli: 1000, Spec: []string{"T4"}})
+	d.snapshot(c, shapes)
+	want := Diagnosis{
+		FreeGPUs: 1.69, Under200: 0.19, Under1000: 0.5, Whole: 1,
+		Usable: 0, HostStranded: 1.5, ShapeStranded: 0.19, FreeOnLowCPUNodes: 1.5,
+		Failed:      map[string]int{"1x1000": 1, "2x1000(T4)": 1},
+		FailedSplit: map[string]int{"1x1000": 1},
+		FailedGPUs:  map[string]float64{"1x1000": 1, "2x1000(T4)": 2},
+		Rests:       map[int]int{190: 1, 500: 1},
+		ShareBound:  0.28,
+	}
+	near := func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+	if !near(d.FreeGPUs, want.FreeGPUs) || !near(d.Under200, want.Under200) || !near(d.Under500, want.Under500) ||
+		!near(d.Under1000, want.Under1000) || !near(d.Whole, want.Whole) || !near(d.Usable, want.Usable) ||
+		!near(d.HostStranded, want.HostStranded) || !near(d.ShapeStranded, want.ShapeStranded) ||
+		!near(d.FreeOnLowCPUNodes, want.FreeOnLowCPUNodes) || !near(d.ShareBound, want.ShareBound) ||
+		!maps.Equal(d.Failed, want.Failed) || !maps.Equal(d.FailedSplit, want.FailedSplit) ||
+		!maps.Equal(d.FailedGPUs, want.FailedGPUs) || !maps.Equal(d.Rests, want.Rests) {
+		t.Fatalf("diagnosis\n got %+v\nwant %+v", *d, want)
+	}
+	var b strings.Builder
+	WriteDiagnosis(&b, []*Result{{Policy: "x", Seed: 1, Diag: d}})
+	if !strings.Contains(b.String(), "1.7 GPUs free (at least 0.3") || !strings.Contains(b.String(), "1x190") {
+		t.Fatalf("report:\n%s", b.String())
+	}
+}
+
+// TestMerge: an earlier report's policies join a run of the same trace
+// and seeds, in the policies' order; a report of other seeds or another
+// trace is refused.
+func TestMerge(t *testing.T) {
+	seeds := []uint64{42, 43}
+	curve := make([]float64, 131)
+	earlier := NewReport("/x/openb_pod_list_default.csv", 10, seeds, []Summary{
+		{Policy: "random", Curve: curve, AllocAt100: 80},
+		{Policy: "fgd", Curve: curve, AllocAt100: 90, AllocAtEnd: 91, UnallocatedGPUs: 3, Failed: 7},
+		{Policy: "kubegpu", Curve: curve, AllocAt100: 1},
+	})
+	path := filepath.Join(t.TempDir(), "r.json")
+	if err := earlier.WriteJSONFile(path); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadReportFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := []Summary{{Policy: "kubegpu", Curve: curve, AllocAt100: 95}}
+	got, err := Merge(run, "openb_pod_list_default.csv", 10, seeds, back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range got {
+		names = append(names, s.Policy)
+	}
+	if !slices.Equal(names, []string{"kubegpu", "fgd", "random"}) || got[0].AllocAt100 != 95 ||
+		got[1].AllocAt100 != 90 || got[1].AllocAtEnd != 91 || got[1].UnallocatedGPUs != 3 || got[1].Failed != 7 || len(got[1].Curve) != 131 {
+		t.Fatalf("merged %+v", got)
+	}
+	for _, bad := range []struct {
+		trace string
+		seeds []uint64
+	}{{"openb_pod_list_default.csv", []uint64{42}}, {"openb_pod_list_gpushare40.csv", seeds}} {
+		if _, err := Merge(run, bad.trace, 10, bad.seeds, back); err == nil {
+			t.Fatalf("merge with %s seeds %v accepted", bad.trace, bad.seeds)
+		}
+	}
+	if _, err := ReadReportFile(filepath.Join(t.TempDir(), "none.json")); err == nil {
+		t.Fatal("missing report read")
 	}
 }
