@@ -205,15 +205,32 @@ func modelPressure(weight map[class]float64, capacity map[string]int) map[string
 	for _, n := range capacity {
 		totalCap += n
 	}
+	// Classes in a fixed order: float sums depend on the order of their
+	// terms, and equal inputs must give identical pressures (the
+	// simulator's runs are reproducible).
+	classes := make([]class, 0, len(weight))
+	for c := range weight {
+		classes = append(classes, c)
+	}
+	slices.SortFunc(classes, func(a, b class) int {
+		switch {
+		case a == b:
+			return 0
+		case lessClass(a, b):
+			return -1
+		}
+		return 1
+	})
 	totalGPU := 0.0
-	for c, w := range weight {
-		totalGPU += w * float64(c.gpuMilli())
+	for _, c := range classes {
+		totalGPU += weight[c] * float64(c.gpuMilli())
 	}
 	if totalCap == 0 || totalGPU == 0 {
 		return nil
 	}
 	var out map[string]float64
-	for c, w := range weight {
+	for _, c := range classes {
+		w := weight[c]
 		if c.models == "" {
 			continue
 		}
@@ -258,12 +275,11 @@ type fragGroup struct {
 
 func newFragModel(weight map[class]float64) *fragModel {
 	classes := make([]class, 0, len(weight))
-	total := 0.0
-	for c, w := range weight {
+	for c := range weight {
 		classes = append(classes, c)
-		total += w
 	}
-	// Deterministic order: equal inputs give identical models.
+	// Deterministic order: equal inputs give identical models (the total
+	// too: float sums depend on the order of their terms).
 	slices.SortFunc(classes, func(a, b class) int {
 		if a.whole != b.whole || a.milli != b.milli || a.models != b.models {
 			if lessClass(class{whole: a.whole, milli: a.milli, models: a.models}, class{whole: b.whole, milli: b.milli, models: b.models}) {
@@ -279,6 +295,10 @@ func newFragModel(weight map[class]float64) *fragModel {
 		}
 		return 0
 	})
+	total := 0.0
+	for _, c := range classes {
+		total += weight[c]
+	}
 	fm := &fragModel{}
 	for _, c := range classes {
 		n := len(fm.groups)

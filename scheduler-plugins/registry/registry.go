@@ -32,8 +32,9 @@ func Options() []app.Option {
 
 // Profile is the KubeSchedulerConfiguration profile kubegpu ships
 // (deploy/ holds the same): the default plugins plus GPUPack at every
-// extension point it implements, and first at bind so the GPU choice is
-// written with the binding. NodeResourcesFit ignores the GPU-share
+// extension point it implements, first at filter (the cheapest and most
+// selective filter on a packed GPU cluster) and first at bind so the GPU
+// choice is written with the binding. NodeResourcesFit ignores the GPU-share
 // resource, which GPUPack accounts per GPU, and packs GPUs
 // (MostAllocated) instead of spreading them. Gang runs at every point it
 // implements too. GPUPreempt replaces DefaultPreemption: the same
@@ -51,6 +52,12 @@ const Profile = `- schedulerName: kubegpu-scheduler
       - name: GPUPreempt
       disabled:
       - name: DefaultPreemption
+    # GPUPack filters first: on a packed cluster many nodes have no
+    # free GPU set, and GPUPack rejects them from its memo before
+    # NodeResourcesFit and the rest run (docs/scheduler.md).
+    filter:
+      enabled:
+      - name: GPUPack
     postFilter:
       enabled:
       - name: Gang
