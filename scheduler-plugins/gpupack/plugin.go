@@ -267,12 +267,31 @@ func (p *Plugin) Filter(_ context.Context, state fwk.CycleState, _ *v1.Pod, node
 		return fwk.AsStatus(fmt.Errorf("%s: no cycle state", Name))
 	}
 	p.gpus.mu.RLock()
-	_, reason := p.nodeFor(s, nodeInfo.Node().Name).fitMemo(s.req, &p.args, s.pinned)
+	ng := p.nodeFor(s, nodeInfo.Node().Name)
+	_, reason := ng.fitMemo(s.req, &p.args, s.pinned)
 	p.gpus.mu.RUnlock()
 	if reason != "" {
-		return fwk.NewStatus(fwk.Unschedulable, reason)
+		return filterStatus(ng, s.req, reason)
 	}
 	return nil
+}
+
+// filterStatus is Filter's verdict for a reason. What no eviction can
+// change (no or a bad inventory, no sharing, fewer GPUs than asked) is
+// UnschedulableAndUnresolvable, as NodeResourcesFit marks a request above
+// a node's capacity: preemption then skips the node instead of trying it.
+// GPUPack filters before NodeResourcesFit in the shipped profile, so it
+// is often the one to say so. ng's inventory never changes once
+// published, so it is read without the lock.
+func filterStatus(ng *nodeGPUs, r request, reason string) *fwk.Status {
+	code := fwk.Unschedulable
+	switch {
+	case reason == reasonNoInventory, reason == reasonBadInventory, reason == reasonNoSharing:
+		code = fwk.UnschedulableAndUnresolvable
+	case reason == reasonFreeGPUs && ng != nil && ng.topo != nil && r.whole > len(ng.topo.GPUs):
+		code = fwk.UnschedulableAndUnresolvable
+	}
+	return fwk.NewStatus(code, reason)
 }
 
 // PreScore skips scoring for pods without GPU requests.
