@@ -353,15 +353,11 @@ var (
 	criticalXids = []uint64{48, 63, 64, 74, 79, 92, 94, 95, 119}
 )
 
-// TestXidStorm sends bursts of NVML events to a running plugin: each
-// burst of 120 is mostly application Xids (which the plugin ignores) and
-// single-bit ECC events (not health events) on every GPU, with critical
-// Xids and a double-bit ECC error on one or two healthy GPUs. After each
-// burst the kubelet's healthy set must be the GPUs that received no
-// critical event (as delivered: a full NVML event queue drops events)
-// within 1s, and hold. The plugin keeps running; the slowest burst is
-// logged.
-func TestXidStorm(t *testing.T) {
+// startHealthyDGX runs the plugin on a fault-injectable DGX H100 against
+// the kubelet's device manager and waits until the kubelet sees all GPUs
+// healthy.
+func startHealthyDGX(t *testing.T) (*kubelet, *fake.Machine, *faultPlugin) {
+	t.Helper()
 	k := newKubelet(t)
 	m, backend, err := openFaulty(t, "dgx-h100", nil)
 	if err != nil {
@@ -372,6 +368,19 @@ func TestXidStorm(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitHealthy(t, k, uuids(m), time.Now(), 5*time.Second, "start")
+	return k, m, p
+}
+
+// TestXidStorm sends bursts of NVML events to a running plugin: each
+// burst of 120 is mostly application Xids (which the plugin ignores) and
+// single-bit ECC events (not health events) on every GPU, with critical
+// Xids and a double-bit ECC error on one or two healthy GPUs. After each
+// burst the kubelet's healthy set must be the GPUs that received no
+// critical event (as delivered: a full NVML event queue drops events)
+// within 1s, and hold. The plugin keeps running; the slowest burst is
+// logged.
+func TestXidStorm(t *testing.T) {
+	k, m, p := startHealthyDGX(t)
 	r := rand.New(rand.NewPCG(3, 14))
 	sick := map[int]bool{}
 	const bursts, perBurst = 4, 120
@@ -442,16 +451,7 @@ func TestXidStorm(t *testing.T) {
 // After every restart the plugin re-registers and the kubelet's healthy
 // set matches the plugin's within 1s of the manager starting.
 func TestKubeletRestartsUnderFaults(t *testing.T) {
-	k := newKubelet(t)
-	m, backend, err := openFaulty(t, "dgx-h100", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := runFaultPlugin(t, k, m, backend, inventory.HealthOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitHealthy(t, k, uuids(m), time.Now(), 5*time.Second, "start")
+	k, m, p := startHealthyDGX(t)
 	var down []int
 	var slowest time.Duration
 	for i := range 10 {

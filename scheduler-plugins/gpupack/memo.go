@@ -116,7 +116,7 @@ func (p *Plugin) scoreMemo(ng *nodeGPUs, r request, c choice, host hostLeft, pin
 	}
 	k := keyOf(ng, r)
 	ng.memo.mu.Lock()
-	if e := ng.memo.find(k); e != nil && e.scored && e.cpuMilli == r.cpuMilli && e.memMiB == r.memReqMiB && e.host == host && sameChoice(e.c, c) {
+	if e := ng.memo.find(k); e != nil && e.scoredFor(r, host) && sameChoice(e.c, c) {
 		s := e.score
 		ng.memo.mu.Unlock()
 		return s
@@ -150,11 +150,16 @@ func (ng *nodeGPUs) memoScore(r request, host hostLeft, pinned bool) (int64, boo
 	// A scored entry that is also fitted holds the score of the fitted
 	// choice: fitMemo drops the score when the choice changes, and
 	// scoreMemo does not store a score for another choice.
-	if e := ng.memo.find(k); e != nil && e.fitted && e.reason == "" && e.scored &&
-		e.cpuMilli == r.cpuMilli && e.memMiB == r.memReqMiB && e.host == host {
+	if e := ng.memo.find(k); e != nil && e.fitted && e.reason == "" && e.scoredFor(r, host) {
 		return e.score, true
 	}
 	return 0, false
+}
+
+// scoredFor reports whether e holds a score for a pod of r's CPU and
+// memory on a node with host free.
+func (e *memoEntry) scoredFor(r request, host hostLeft) bool {
+	return e.scored && e.cpuMilli == r.cpuMilli && e.memMiB == r.memReqMiB && e.host == host
 }
 
 func sameChoice(a, b choice) bool { return slices.Equal(a.pos, b.pos) }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +90,13 @@ func expectNoneBound(ctx context.Context, t *testing.T, env *testenv.Env, names 
 // text, and returns the note.
 func waitEvent(ctx context.Context, t *testing.T, env *testenv.Env, pod, reason, text string) string {
 	t.Helper()
+	return waitEventOnAny(ctx, t, env, []string{pod}, reason, text)
+}
+
+// waitEventOnAny waits for an event with reason whose note contains text
+// on any of the named pods, and returns the note.
+func waitEventOnAny(ctx context.Context, t *testing.T, env *testenv.Env, pods []string, reason, text string) string {
+	t.Helper()
 	var note string
 	var seen []string
 	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
@@ -98,10 +106,10 @@ func waitEvent(ctx context.Context, t *testing.T, env *testenv.Env, pod, reason,
 		}
 		seen = seen[:0]
 		for _, e := range list.Items {
-			if e.Regarding.Name != pod {
+			if !slices.Contains(pods, e.Regarding.Name) {
 				continue
 			}
-			seen = append(seen, e.Reason+": "+e.Note)
+			seen = append(seen, e.Regarding.Name+" "+e.Reason+": "+e.Note)
 			if e.Reason == reason && strings.Contains(e.Note, text) {
 				note = e.Note
 				return true, nil
@@ -110,7 +118,7 @@ func waitEvent(ctx context.Context, t *testing.T, env *testenv.Env, pod, reason,
 		return false, nil
 	})
 	if err != nil {
-		t.Fatalf("no %s event on %s saying %q: %v (events: %q)", reason, pod, text, err, seen)
+		t.Fatalf("no %s event saying %q on %v: %v (events: %q)", reason, text, pods, err, seen)
 	}
 	return note
 }

@@ -169,33 +169,6 @@ func (r *preemptionRun) settle(t *testing.T, names []string, quiet time.Duration
 	return last
 }
 
-// waitEventOnAny waits for an event with reason whose note contains text
-// on any of the named pods.
-func waitEventOnAny(ctx context.Context, t *testing.T, env *testenv.Env, pods []string, reason, text string) {
-	t.Helper()
-	var seen []string
-	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		list, err := env.Client.EventsV1().Events("default").List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return false, nil //nolint:nilerr // transient; keep polling until ctx ends
-		}
-		seen = seen[:0]
-		for _, e := range list.Items {
-			if !slices.Contains(pods, e.Regarding.Name) {
-				continue
-			}
-			seen = append(seen, e.Regarding.Name+" "+e.Reason+": "+e.Note)
-			if e.Reason == reason && strings.Contains(e.Note, text) {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
-	if err != nil {
-		t.Fatalf("no %s event saying %q on %v: %v (events: %q)", reason, text, pods, err, seen)
-	}
-}
-
 // milliOf sums the GPU milli the named pods held (1000 per whole GPU).
 func milliOf(held map[string]int, names []string) int {
 	sum := 0
