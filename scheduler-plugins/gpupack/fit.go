@@ -129,11 +129,11 @@ func (ng *nodeGPUs) fitShare(r request) (choice, string) {
 		}
 		fr := 0.0
 		if r.frag != nil {
-			if best >= 0 && f == bestFree {
-				continue // same free share: same fragmentation
+			if best >= 0 && f == bestFree && ng.shares[i] == ng.shares[best] {
+				continue // same shares: same fragmentation
 			}
 			free[i] = f - r.milli
-			fr = r.frag.frag(free, ng.topo.GPUs, unknownHost)
+			fr = r.frag.frag(free, ng.topo.GPUs, unknownHost) + r.frag.planCost(ng.shares[i], r.milli, f, unknownHost, unknownHost)
 			free[i] = f
 		}
 		if best < 0 || fr < bestFrag || fr == bestFrag && f < bestFree {

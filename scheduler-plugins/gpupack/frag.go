@@ -43,6 +43,8 @@ type mix struct {
 	// Decayed sums of the observed pods' milli-GPU, milli-CPU and memory
 	// (MiB): the mix's CPU and memory per GPU.
 	sumGPU, sumCPU, sumMem float64
+	// Decayed count, CPU and memory sums of the observed share pods.
+	shareN, shareCPU, shareMem float64
 	// capacity reads the cluster's GPUs per product (nil: unknown).
 	capacity func() map[string]int
 	// snap is the model Score reads without locking, refreshed every
@@ -91,6 +93,12 @@ func (m *mix) observe(r request) {
 	m.sumGPU = m.sumGPU*decay + float64(r.gpuMilli())
 	m.sumCPU = m.sumCPU*decay + float64(r.cpuMilli)
 	m.sumMem = m.sumMem*decay + float64(r.memReqMiB)
+	m.shareN, m.shareCPU, m.shareMem = m.shareN*decay, m.shareCPU*decay, m.shareMem*decay
+	if r.milli > 0 {
+		m.shareN++
+		m.shareCPU += float64(r.cpuMilli)
+		m.shareMem += float64(r.memReqMiB)
+	}
 	m.seen++
 	if m.seen%refreshEvery == 0 {
 		m.refreshLocked()
@@ -138,16 +146,22 @@ func (m *mix) refreshLocked() {
 	if m.capacity != nil {
 		fm.pressure = modelPressure(m.weight, m.capacity())
 	}
+	if m.shareN > 0 {
+		fm.shareCPU, fm.shareMem = int64(m.shareCPU/m.shareN), int64(m.shareMem/m.shareN)
+	}
 	if old := m.snap.Load(); old != nil && old.near(fm, snapTolerance) {
 		return
 	}
+	// Only for a snapshot Score will read: the plan costs a packing.
+	fm.plan = buildPlan(m.weight)
 	m.snap.Store(fm)
 }
 
 // near reports whether o has the same classes as fm with every
 // cumulative probability within tol.
 func (fm *fragModel) near(o *fragModel, tol float64) bool {
-	if len(fm.groups) != len(o.groups) || !nearRatio(fm.gpuPerCPU, o.gpuPerCPU, tol) || !nearRatio(fm.gpuPerMem, o.gpuPerMem, tol) || len(fm.pressure) != len(o.pressure) {
+	if len(fm.groups) != len(o.groups) || !nearRatio(fm.gpuPerCPU, o.gpuPerCPU, tol) || !nearRatio(fm.gpuPerMem, o.gpuPerMem, tol) ||
+		!nearRatio(float64(fm.shareCPU), float64(o.shareCPU), tol) || !nearRatio(float64(fm.shareMem), float64(o.shareMem), tol) || len(fm.pressure) != len(o.pressure) {
 		return false
 	}
 	for p, v := range fm.pressure {
@@ -190,6 +204,11 @@ type fragModel struct {
 	// restricted): using a GPU of that product strands, in expectation,
 	// that share of it for them.
 	pressure map[string]float64
+	// plan is the planned packing of the mix's shares (plan.go), and
+	// shareCPU and shareMem a share pod's mean CPU (milli) and memory
+	// (MiB), which a planned GPU's company needs on its node.
+	plan               sharePlan
+	shareCPU, shareMem int64
 }
 
 // modelPressure spreads each model-restricted class's share of the mix's
@@ -205,22 +224,7 @@ func modelPressure(weight map[class]float64, capacity map[string]int) map[string
 	for _, n := range capacity {
 		totalCap += n
 	}
-	// Classes in a fixed order: float sums depend on the order of their
-	// terms, and equal inputs must give identical pressures (the
-	// simulator's runs are reproducible).
-	classes := make([]class, 0, len(weight))
-	for c := range weight {
-		classes = append(classes, c)
-	}
-	slices.SortFunc(classes, func(a, b class) int {
-		switch {
-		case a == b:
-			return 0
-		case lessClass(a, b):
-			return -1
-		}
-		return 1
-	})
+	classes := sortedClasses(weight)
 	totalGPU := 0.0
 	for _, c := range classes {
 		totalGPU += weight[c] * float64(c.gpuMilli())
@@ -255,6 +259,26 @@ func modelPressure(weight map[class]float64, capacity map[string]int) map[string
 		}
 	}
 	return out
+}
+
+// sortedClasses lists the mix's classes in a fixed order: float sums
+// depend on the order of their terms, and equal inputs must give
+// identical models (the simulator's runs are reproducible).
+func sortedClasses(weight map[class]float64) []class {
+	classes := make([]class, 0, len(weight))
+	for c := range weight {
+		classes = append(classes, c)
+	}
+	slices.SortFunc(classes, func(a, b class) int {
+		switch {
+		case a == b:
+			return 0
+		case lessClass(a, b):
+			return -1
+		}
+		return 1
+	})
+	return classes
 }
 
 // gpuMilli is the class's GPU demand in milli-GPU.

@@ -44,6 +44,7 @@ func (ng *nodeGPUs) copyUsage() *nodeGPUs {
 	c := *ng
 	c.used = slices.Clone(ng.used)
 	c.whole = slices.Clone(ng.whole)
+	c.shares = slices.Clone(ng.shares)
 	c.memo = nil // the copy's answers differ from the live node's
 	return &c
 }

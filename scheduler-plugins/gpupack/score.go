@@ -111,6 +111,10 @@ func packingScore(ng *nodeGPUs, r request, c choice, fm *fragModel, host hostLef
 		hostAfter.mem -= r.memReqMiB
 	}
 	delta := fm.frag(after, ng.topo.GPUs, hostAfter) - fm.frag(before, ng.topo.GPUs, host)
+	if r.milli > 0 && len(c.pos) == 1 {
+		i := c.pos[0]
+		delta += fm.planCost(ng.shares[i], r.milli, before[i], host, hostAfter)
+	}
 	// GPUs of a product that model-restricted requests need are spent
 	// for them in proportion to the product's pressure.
 	if fm.pressure != nil {

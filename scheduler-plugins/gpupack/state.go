@@ -36,6 +36,9 @@ type nodeGPUs struct {
 	// whole[i] marks GPUs handed out whole: a GPU with any share is
 	// never handed out whole, and a whole one never shared.
 	whole []bool
+	// shares[i] identifies the multiset of shares on GPU i (the sum of their
+	// shareHash; 0 = none), to tell whether they keep to the plan (plan.go).
+	shares []uint64
 	// foreign counts whole GPUs used by pods that carry no gpu-ids
 	// annotation (placed by another scheduler): we cannot tell which
 	// GPUs they hold, only how many.
@@ -188,6 +191,7 @@ func (c *gpuState) setNode(node *v1.Node) {
 			}
 			ng.used = make([]int, len(topo.GPUs))
 			ng.whole = make([]bool, len(topo.GPUs))
+			ng.shares = make([]uint64, len(topo.GPUs))
 		}
 	}
 	c.countProductsLocked(old, -1)
@@ -210,7 +214,7 @@ func (c *gpuState) deleteNode(name string) {
 func (c *gpuState) recountLocked(ng *nodeGPUs) {
 	ng.gen++
 	for i := range ng.used {
-		ng.used[i], ng.whole[i] = 0, false
+		ng.used[i], ng.whole[i], ng.shares[i] = 0, false, 0
 	}
 	ng.foreign = 0
 	for _, b := range c.bookings {
@@ -239,6 +243,11 @@ func (c *gpuState) applyLocked(ng *nodeGPUs, b *booking, sign int) {
 			ng.whole[i] = sign > 0
 		} else {
 			ng.used[i] += sign * b.milli
+			if sign > 0 {
+				ng.shares[i] += shareHash(b.milli)
+			} else {
+				ng.shares[i] -= shareHash(b.milli)
+			}
 		}
 	}
 }
