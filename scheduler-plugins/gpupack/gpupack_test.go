@@ -398,6 +398,15 @@ func TestScoreSteersCPUAwayFromGPUs(t *testing.T) {
 	if spare <= scarce {
 		t.Fatalf("CPU-only pod: score with CPU to spare %d <= score where it strands GPUs %d", spare, scarce)
 	}
+	// Where neither strands a GPU, the node with more CPU beyond its
+	// GPUs' needs wins, and a node without GPUs beats both.
+	rich := p.scoreChoice(ng, r, choice{}, hostLeft{8*8000 + 64000, 1 << 20})
+	if rich <= spare {
+		t.Fatalf("CPU-only pod: score on the CPU-rich node %d <= on the one with a little to spare %d", rich, spare)
+	}
+	if none := p.scoreChoice(nil, r, choice{}, hostLeft{}); none <= rich {
+		t.Fatalf("CPU-only pod: score on a node without GPUs %d <= on a GPU node %d", none, rich)
+	}
 }
 
 // TestModelPressure: a model-restricted class claims its share of the

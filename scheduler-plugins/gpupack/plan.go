@@ -160,19 +160,17 @@ func addSubsets(plan sharePlan, shares []int) {
 // planCost is the rise in fragmentation, beyond FGD's measure, of adding
 // a share of milli m to a GPU whose shares hash to h and which has free
 // milli free, on a node with host free before and hostAfter after: the
-// cost of taking the GPU off plan (or the gain of bringing it back), and
-// the rest of a planned GPU left without room for its company.
+// cost of taking the GPU off plan (a GPU off plan never returns to it:
+// every part of planned shares is planned), and the rest of a planned GPU
+// left without room for its company.
 func (fm *fragModel) planCost(h uint64, m, free int, host, hostAfter hostLeft) float64 {
 	if fm == nil || fm.plan == nil {
 		return 0
 	}
 	ha := h + shareHash(m)
 	d := 0.0
-	switch before, after := fm.plan.onPlan(h), fm.plan.onPlan(ha); {
-	case before && !after:
+	if fm.plan.onPlan(h) && !fm.plan.onPlan(ha) {
 		d = offPlanCost
-	case !before && after:
-		d = -offPlanCost
 	}
 	return d + fm.lost(ha, free-m, hostAfter) - fm.lost(h, free, host)
 }

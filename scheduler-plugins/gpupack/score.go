@@ -14,8 +14,11 @@ const scoreScale = 100
 //     capacity for the observed request mix (FGD's measure, with each
 //     request's CPU and GPU models, and at least the free GPU the node's
 //     free CPU and memory cannot carry), plus the GPUs taken times their
-//     product's pressure from model-restricted requests, scaled so a
-//     rise of a whole 8-GPU node is 0 and an equal fall is 100;
+//     product's pressure from model-restricted requests, plus for a
+//     share what leaving the planned packing costs (plan.go), scaled so
+//     a rise of a whole 8-GPU node is 0 and an equal fall is 100; for a
+//     pod without GPUs, less the node's CPU and memory beyond what its
+//     free GPUs need (hostSlack), and 100 on a node without GPUs;
 //   - topology: the chosen set's interconnect (gpunode.SetQuality.Score);
 //   - memory fit: the pod's memory minimum over the chosen GPUs' memory,
 //     so pods that fit 16 GiB do not take 80 GiB GPUs; neutral (100)
@@ -30,7 +33,12 @@ func (p *Plugin) scoreChoice(ng *nodeGPUs, r request, c choice, host hostLeft) i
 	if fm == nil {
 		fm = p.mix.current()
 	}
-	pack := 50.0 // a node without GPUs strands none
+	// A node without GPUs strands none, and is where a pod without GPUs
+	// belongs (see hostSlack).
+	pack := 50.0
+	if !r.wantsGPU() {
+		pack = 100
+	}
 	if ng != nil && ng.topo != nil {
 		pack = packingScore(ng, r, c, fm, host)
 	}
@@ -110,7 +118,11 @@ func packingScore(ng *nodeGPUs, r request, c choice, fm *fragModel, host hostLef
 	if host.mem != unlimitedCPU {
 		hostAfter.mem -= r.memReqMiB
 	}
+	const span = 8 * fullGPU
 	delta := fm.frag(after, ng.topo.GPUs, hostAfter) - fm.frag(before, ng.topo.GPUs, host)
+	if !r.wantsGPU() {
+		delta -= min(fm.hostSlack(after, hostAfter), span)
+	}
 	if r.milli > 0 && len(c.pos) == 1 {
 		i := c.pos[0]
 		delta += fm.planCost(ng.shares[i], r.milli, before[i], host, hostAfter)
@@ -132,6 +144,26 @@ func packingScore(ng *nodeGPUs, r request, c choice, fm *fragModel, host hostLef
 	// model-restricted requests need, since FGD's measure does not see
 	// that spending (openb gpuspec10 trace, docs/simulator.md). With the
 	// model pressure above, full resolution packs better on every trace.
-	const span = 8 * fullGPU
 	return min(100, max(0, 50-50*delta/span))
+}
+
+// hostSlack is how far a node's free CPU and memory exceed what its free
+// GPUs need at the mix's CPU and memory per GPU, in milli-GPU they would
+// carry; unknown CPU or memory (or an unknown mix) counts as none. A pod
+// without GPUs goes where it is largest: CPU-rich nodes take the CPU-only
+// load before packed ones run short, which FGD's measure and the floor
+// in frag only see once they do.
+func (fm *fragModel) hostSlack(free []int, host hostLeft) float64 {
+	if host.cpu == unlimitedCPU || fm.gpuPerCPU == 0 {
+		return 0
+	}
+	t := 0
+	for _, f := range free {
+		t += f
+	}
+	slack := float64(host.cpu)*fm.gpuPerCPU - float64(t)
+	if host.mem != unlimitedCPU && fm.gpuPerMem > 0 {
+		slack = min(slack, float64(host.mem)*fm.gpuPerMem-float64(t))
+	}
+	return slack
 }
