@@ -133,7 +133,7 @@ func (ng *nodeGPUs) fitShare(r request) (choice, string) {
 				continue // same shares: same fragmentation
 			}
 			free[i] = f - r.milli
-			fr = r.frag.frag(free, ng.topo.GPUs, unknownHost) + r.frag.planCost(ng.shares[i], r.milli, f, unknownHost, unknownHost)
+			fr = r.frag.frag(free, ng.topo.GPUs, unknownHost) + r.frag.planCost(ng.shares[i], r.milli)
 			free[i] = f
 		}
 		if best < 0 || fr < bestFrag || fr == bestFrag && f < bestFree {

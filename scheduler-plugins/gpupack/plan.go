@@ -17,8 +17,9 @@ import "slices"
 // allocated at 100% arrived (docs/simulator.md).
 //
 // A planned GPU waits for its company, which needs CPU and memory on the
-// node too: when the node no longer has a share pod's worth, the rest is
-// lost, so the placement that leaves it so pays for the rest in full.
+// node too: a placement that leaves a node's waiting GPUs without the CPU
+// or memory for their company pays for the rests that are then lost,
+// whichever pod it places.
 
 // planSample is how many shares the plan packs: enough for a size with a
 // 0.1% share of the mix to appear in it.
@@ -158,32 +159,41 @@ func addSubsets(plan sharePlan, shares []int) {
 }
 
 // planCost is the rise in fragmentation, beyond FGD's measure, of adding
-// a share of milli m to a GPU whose shares hash to h and which has free
-// milli free, on a node with host free before and hostAfter after: the
-// cost of taking the GPU off plan (a GPU off plan never returns to it:
-// every part of planned shares is planned), and the rest of a planned GPU
-// left without room for its company.
-func (fm *fragModel) planCost(h uint64, m, free int, host, hostAfter hostLeft) float64 {
+// a share of milli m to a GPU whose shares hash to h: offPlanCost when
+// that takes the GPU off plan. (A GPU off plan never returns to it:
+// every part of a planned GPU's shares is planned.)
+func (fm *fragModel) planCost(h uint64, m int) float64 {
+	if fm == nil || fm.plan == nil || !fm.plan.onPlan(h) || fm.plan.onPlan(h+shareHash(m)) {
+		return 0
+	}
+	return offPlanCost
+}
+
+// lostRests is the free milli of a node's planned GPUs that their
+// company will not take: with k of its GPUs waiting for planned company
+// (shares[i] the hash of GPU i's shares, free[i] its free milli) and
+// host CPU and memory left for j share pods of the mix's mean request,
+// k-j of them go without, so that share of their rests is lost.
+func (fm *fragModel) lostRests(shares []uint64, free []int, host hostLeft) float64 {
 	if fm == nil || fm.plan == nil {
 		return 0
 	}
-	ha := h + shareHash(m)
-	d := 0.0
-	if fm.plan.onPlan(h) && !fm.plan.onPlan(ha) {
-		d = offPlanCost
+	k, rests := 0, 0
+	for i, h := range shares {
+		if free[i] > 0 && fm.plan.open(h) {
+			k++
+			rests += free[i]
+		}
 	}
-	return d + fm.lost(ha, free-m, hostAfter) - fm.lost(h, free, host)
-}
-
-// lost is the rest of a GPU whose shares hash to h that its planned
-// company cannot take: all of it when the node lacks a share pod's mean
-// CPU or memory, else none.
-func (fm *fragModel) lost(h uint64, rest int, host hostLeft) float64 {
-	if rest <= 0 || !fm.plan.open(h) {
+	if k == 0 {
 		return 0
 	}
-	if host.cpu < fm.shareCPU || host.mem < fm.shareMem {
-		return float64(rest)
+	j := k
+	if fm.shareCPU > 0 && host.cpu != unlimitedCPU {
+		j = min(j, int(max(host.cpu, 0)/fm.shareCPU))
 	}
-	return 0
+	if fm.shareMem > 0 && host.mem != unlimitedCPU {
+		j = min(j, int(max(host.mem, 0)/fm.shareMem))
+	}
+	return float64(rests) * float64(k-j) / float64(k)
 }

@@ -110,38 +110,91 @@ func TestBuildPlan(t *testing.T) {
 func TestPlanCost(t *testing.T) {
 	fm := newFragModel(openbShares())
 	fm.plan = buildPlan(openbShares())
-	fm.shareCPU, fm.shareMem = 6000, 8192
-	roomy := hostLeft{cpu: 64000, mem: 256 << 10}
-	tight := hostLeft{cpu: 4000, mem: 256 << 10}
 	tests := []struct {
-		name        string
-		on          []int
-		add         int
-		host, after hostLeft
-		want        float64
+		name string
+		on   []int
+		add  int
+		want float64
 	}{
-		{"fresh GPU", nil, 470, roomy, roomy, 0},
-		{"completes a pair", []int{470}, 470, roomy, roomy, 0},
-		{"leaves the plan", []int{650}, 230, roomy, roomy, offPlanCost},
-		{"stays off plan", []int{470, 320}, 110, roomy, roomy, 0},
-		// The 650 waits for a 320, but the node keeps no share pod's CPU.
-		{"planned rest lost", nil, 650, roomy, tight, 350},
-		{"completes a lost GPU", []int{650}, 320, tight, tight, -350},
-		{"unknown host", nil, 650, unknownHost, unknownHost, 0},
+		{"fresh GPU", nil, 470, 0},
+		{"completes a pair", []int{470}, 470, 0},
+		{"leaves the plan", []int{650}, 230, offPlanCost},
+		{"stays off plan", []int{470, 320}, 110, 0},
 	}
 	for _, tc := range tests {
-		used := 0
-		for _, m := range tc.on {
-			used += m
-		}
-		got := fm.planCost(hashOf(tc.on...), tc.add, fullGPU-used, tc.host, tc.after)
-		if got != tc.want {
+		if got := fm.planCost(hashOf(tc.on...), tc.add); got != tc.want {
 			t.Errorf("%s: planCost = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 	var none *fragModel
-	if got := none.planCost(hashOf(650), 230, 350, roomy, roomy); got != 0 {
+	if got := none.planCost(hashOf(650), 230); got != 0 {
 		t.Errorf("no model: planCost = %v, want 0", got)
+	}
+}
+
+func TestLostRests(t *testing.T) {
+	fm := newFragModel(openbShares())
+	fm.plan = buildPlan(openbShares())
+	fm.shareCPU, fm.shareMem = 6000, 8192
+	// GPU 0 waits for a 320 (rest 350), GPU 1 for a 470 (rest 530), GPU
+	// 2 is full as planned (rest 30), GPU 3 is off plan, GPU 4 is free.
+	shares := []uint64{hashOf(650), hashOf(470), hashOf(650, 320), hashOf(650, 230), 0}
+	free := []int{350, 530, 30, 120, 1000}
+	tests := []struct {
+		name string
+		host hostLeft
+		want float64
+	}{
+		{"room for both", hostLeft{cpu: 12000, mem: 1 << 20}, 0},
+		{"CPU for one", hostLeft{cpu: 11999, mem: 1 << 20}, (350 + 530) / 2.0},
+		{"memory for one", hostLeft{cpu: 64000, mem: 8192}, (350 + 530) / 2.0},
+		{"none", hostLeft{cpu: 5999, mem: 1 << 20}, 350 + 530},
+		{"overbooked", hostLeft{cpu: -1000, mem: -5}, 350 + 530},
+		{"unknown", unknownHost, 0},
+	}
+	for _, tc := range tests {
+		if got := fm.lostRests(shares, free, tc.host); got != tc.want {
+			t.Errorf("%s: lostRests = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	fm.plan = nil
+	if got := fm.lostRests(shares, free, hostLeft{}); got != 0 {
+		t.Errorf("no plan: lostRests = %v, want 0", got)
+	}
+}
+
+// A pod that leaves a node's waiting GPU without CPU for its company
+// pays for the GPU's rest; where it leaves room, the plan costs nothing.
+func TestScoreKeepsRoomForPlannedCompany(t *testing.T) {
+	p := newPlugin(DefaultArgs())
+	for range 8 * refreshEvery {
+		for c := range openbShares() {
+			p.mix.observe(request{whole: c.whole, milli: c.milli, cpuMilli: 4000, memReqMiB: 1024})
+		}
+	}
+	planned := p.mix.current()
+	if planned.plan == nil {
+		t.Fatal("no plan from a mix with shares")
+	}
+	unplanned := *planned
+	unplanned.plan = nil
+	c, _ := node(t, "pcie-4xl4")
+	c.reserve("a", "n", []string{"GPU-0"}, 650)
+	ng := c.nodes["n"]
+	for _, r := range []request{{cpuMilli: 8000, memReqMiB: 1024}, {whole: 1, cpuMilli: 8000, memReqMiB: 1024}} {
+		ch, reason := ng.fit(r, &p.args, nil)
+		if reason != "" {
+			t.Fatal(reason)
+		}
+		score := func(fm *fragModel, cpu int64) float64 {
+			return packingScore(ng, r, ch, fm, hostLeft{cpu, 1 << 20})
+		}
+		if a, b := score(planned, 10000), score(&unplanned, 10000); a >= b {
+			t.Errorf("%+v leaving 2 cores: score %v with the plan >= %v without", r, a, b)
+		}
+		if a, b := score(planned, 20000), score(&unplanned, 20000); a != b {
+			t.Errorf("%+v leaving 12 cores: score %v with the plan != %v without", r, a, b)
+		}
 	}
 }
 

@@ -99,9 +99,9 @@ func (ng *nodeGPUs) freeMilli(out []int) {
 // packingScore compares the node's fragmentation before and after the
 // choice (GPUs and the pod's CPU).
 func packingScore(ng *nodeGPUs, r request, c choice, fm *fragModel, host hostLeft) float64 {
-	var buf [2][gpunode.MaxGPUs]int
+	var frees [2][gpunode.MaxGPUs]int
 	n := len(ng.used)
-	before, after := buf[0][:n], buf[1][:n]
+	before, after := frees[0][:n], frees[1][:n]
 	ng.freeMilli(before)
 	copy(after, before)
 	for _, i := range c.pos {
@@ -123,9 +123,16 @@ func packingScore(ng *nodeGPUs, r request, c choice, fm *fragModel, host hostLef
 	if !r.wantsGPU() {
 		delta -= min(fm.hostSlack(after, hostAfter), span)
 	}
-	if r.milli > 0 && len(c.pos) == 1 {
-		i := c.pos[0]
-		delta += fm.planCost(ng.shares[i], r.milli, before[i], host, hostAfter)
+	if fm.plan != nil {
+		var buf [gpunode.MaxGPUs]uint64
+		sharesAfter := buf[:n]
+		copy(sharesAfter, ng.shares)
+		if r.milli > 0 && len(c.pos) == 1 {
+			i := c.pos[0]
+			delta += fm.planCost(ng.shares[i], r.milli)
+			sharesAfter[i] += shareHash(r.milli)
+		}
+		delta += fm.lostRests(sharesAfter, after, hostAfter) - fm.lostRests(ng.shares, before, host)
 	}
 	// GPUs of a product that model-restricted requests need are spent
 	// for them in proportion to the product's pressure.
