@@ -13,8 +13,8 @@ import "slices"
 // packing follows the offline one's GPU contents (the idea behind the
 // sum-of-squares family of online bin packing for known distributions,
 // Csirik et al., JACM 2006). On the openb default trace with the nodes'
-// CPU and memory lifted, this alone takes GPUPack from 95.94% to 96.24%
-// allocated at 100% arrived (docs/simulator.md).
+// CPU and memory lifted, this takes GPUPack from 95.94% to 96.24%
+// allocated at 100% arrived (seeds 42-44, docs/simulator.md).
 //
 // A planned GPU waits for its company, which needs CPU and memory on the
 // node too: a placement that leaves a node's waiting GPUs without the CPU
@@ -30,8 +30,8 @@ const planSample = 4000
 // share goes off plan only where no placement keeps to it.
 const offPlanCost = fullGPU
 
-// maxPlanSubsets bounds the sub-multisets kept of one planned GPU (one
-// of 10 shares of 6 sizes has up to 64).
+// maxPlanSubsets bounds the sub-multisets kept of one planned GPU (ten
+// shares of one size have 10, of ten sizes 1023).
 const maxPlanSubsets = 4096
 
 // shareHash is the hash of one share of milli m. A GPU's multiset of
