@@ -99,8 +99,9 @@ func (ng *nodeGPUs) fitWhole(r request, args *Args) (choice, string) {
 
 // fitShare picks the GPU whose use raises the node's fragmentation least
 // for the cycle's request mix (r.frag), so a share lands where the
-// sliver it leaves is still useful; among equal GPUs the tightest fit,
-// then the lowest index. Without a mix it is the tightest fit.
+// sliver it leaves is still useful, counting a GPU taken off the share
+// plan (plan.go) as a whole GPU stranded; among equal GPUs the tightest
+// fit, then the lowest index. Without a mix it is the tightest fit.
 func (ng *nodeGPUs) fitShare(r request) (choice, string) {
 	best, bestFree, bestFrag := -1, fullGPU+1, 0.0
 	// A node whose GPUs are all held whole says so, not "unhealthy".
