@@ -124,12 +124,13 @@ func packingScore(ng *nodeGPUs, r request, c choice, fm *fragModel, host hostLef
 		delta -= min(fm.hostSlack(after, hostAfter), span)
 	}
 	if fm.plan != nil {
-		var buf [gpunode.MaxGPUs]uint64
-		sharesAfter := buf[:n]
-		copy(sharesAfter, ng.shares)
+		sharesAfter := ng.shares
 		if r.milli > 0 && len(c.pos) == 1 {
 			i := c.pos[0]
 			delta += fm.planCost(ng.shares[i], r.milli)
+			var buf [gpunode.MaxGPUs]uint64
+			sharesAfter = buf[:n]
+			copy(sharesAfter, ng.shares)
 			sharesAfter[i] += shareHash(r.milli)
 		}
 		delta += fm.lostRests(sharesAfter, after, hostAfter) - fm.lostRests(ng.shares, before, host)
