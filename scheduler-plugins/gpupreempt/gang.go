@@ -104,7 +104,7 @@ func (pl *Plugin) preemptForGang(ctx context.Context, c *cycle, state fwk.CycleS
 		if !ok {
 			return nil
 		}
-		s := &sim{state: state.Clone(), ni: ni.Snapshot(), main: n}
+		s := &sim{state: state.Clone(), ni: ni.Snapshot(), main: n, nominatedIn: true}
 		s.remote = func(r string) fwk.NodeInfo {
 			if rs := simOf(r); rs != nil {
 				return rs.ni
@@ -113,6 +113,16 @@ func (pl *Plugin) preemptForGang(ctx context.Context, c *cycle, state fwk.CycleS
 		}
 		sims[n] = s
 		return s
+	}
+	// Every view holds the nominated pods that count against the gang:
+	// those of equal or higher priority, less the gang's own members.
+	// The dry run places those members anew; counting their nominations
+	// from an earlier preemption as well would book them twice and
+	// evict for room they already have.
+	for _, ni := range infos {
+		if err := pl.addNominated(ctx, simOf(ni.Node().Name), pod, id.Key); err != nil {
+			return nil, fwk.AsStatus(err)
+		}
 	}
 	stale := 0
 	for _, ni := range infos {
@@ -252,7 +262,7 @@ func (pl *Plugin) placeMember(ctx context.Context, c *cycle, sims map[string]*si
 			continue
 		}
 		anyVictims = true
-		p, st := pl.selectOnNode(ctx, c, s.state.Clone(), pod, s.ni.Snapshot(), units, pdbs)
+		p, st := pl.selectOnNode(ctx, c, s.state.Clone(), pod, s.ni.Snapshot(), s.nominatedIn, units, pdbs)
 		if !st.IsSuccess() {
 			reasons[st.Message()]++
 			continue
@@ -275,6 +285,42 @@ func (pl *Plugin) placeMember(ctx context.Context, c *cycle, sims map[string]*si
 	}
 	c.setPlan(bestNode, best)
 	return bestNode, best.victims, nil
+}
+
+// inSnapshot tells whether the scheduler's snapshot still has pod on
+// its node.
+func (pl *Plugin) inSnapshot(pod *v1.Pod) bool {
+	ni, err := pl.fh.SnapshotSharedLister().NodeInfos().Get(pod.Spec.NodeName)
+	if err != nil {
+		return false
+	}
+	for _, pi := range ni.GetPods() {
+		if pi.GetPod().UID == pod.UID {
+			return true
+		}
+	}
+	return false
+}
+
+// addNominated adds to the view the pods nominated to its node that the
+// framework would count against pod (priority at least pod's, not pod
+// itself), less the members of gang key.
+func (pl *Plugin) addNominated(ctx context.Context, s *sim, pod *v1.Pod, key string) error {
+	prio := corev1helpers.PodPriority(pod)
+	for _, pi := range pl.fh.NominatedPodsForNode(s.main) {
+		p := pi.GetPod()
+		if p.UID == pod.UID || corev1helpers.PodPriority(p) < prio {
+			continue
+		}
+		if k, ok := gang.KeyOf(p); ok && k == key {
+			continue
+		}
+		s.ni.AddPodInfo(pi)
+		if st := pl.fh.RunPreFilterExtensionAddPod(ctx, s.state, pod, pi, s.ni); !st.IsSuccess() {
+			return fmt.Errorf("%s: add nominated %s on %s: %w", Name, klog.KObj(p), s.main, st.AsError())
+		}
+	}
+	return nil
 }
 
 // victimsOf lists a node's pods as single-pod victims; units() groups
@@ -311,15 +357,21 @@ func (pl *Plugin) pendingMembers(pod *v1.Pod, key string, c *cycle) ([]*v1.Pod, 
 }
 
 // gangVictimsLeft counts the victims of the gang's last preemption that
-// the pod informer still lists.
+// the pod informer still lists or this cycle's snapshot still holds (it
+// can lag the informer: a dry run on it would evict again for room the
+// gang already has).
 func (pl *Plugin) gangVictimsLeft(key string) int {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	left := pl.gangs[key]
 	for uid, v := range left {
-		if cur, err := pl.pods.Pods(v.Namespace).Get(v.Name); err != nil || cur.UID != uid {
-			delete(left, uid)
+		if cur, err := pl.pods.Pods(v.Namespace).Get(v.Name); err == nil && cur.UID == uid {
+			continue
 		}
+		if pl.inSnapshot(v) {
+			continue
+		}
+		delete(left, uid)
 	}
 	if len(left) == 0 {
 		delete(pl.gangs, key)

@@ -319,7 +319,7 @@ func (pl *Plugin) SelectVictimsOnNode(ctx context.Context, state fwk.CycleState,
 	if len(units) == 0 {
 		return nil, 0, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, "No preemption victims found for incoming pod")
 	}
-	r, st := pl.selectOnNode(ctx, c, state, preemptor, nodeInfo, units, pdbs)
+	r, st := pl.selectOnNode(ctx, c, state, preemptor, nodeInfo, false, units, pdbs)
 	if !st.IsSuccess() {
 		return nil, 0, st
 	}

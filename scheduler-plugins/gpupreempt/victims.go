@@ -107,10 +107,22 @@ type sim struct {
 	// remote finds the NodeInfo of other nodes a gang victim spans; they
 	// are not changed, only told to the PreFilterExtensions.
 	remote func(string) fwk.NodeInfo
+	// nominatedIn: the view already holds the nominated pods that count
+	// against the preemptor, so Filter runs without the nominator's.
+	nominatedIn bool
 }
 
 func (s *sim) clone() *sim {
-	return &sim{state: s.state.Clone(), ni: s.ni.Snapshot(), main: s.main, remote: s.remote}
+	return &sim{state: s.state.Clone(), ni: s.ni.Snapshot(), main: s.main, remote: s.remote, nominatedIn: s.nominatedIn}
+}
+
+// filter runs the Filter plugins on the view, with the nominated pods
+// the framework counts unless the view holds its own choice of them.
+func (pl *Plugin) filter(ctx context.Context, s *sim, preemptor *v1.Pod) *fwk.Status {
+	if s.nominatedIn {
+		return pl.fh.RunFilterPlugins(ctx, s.state, preemptor, s.ni)
+	}
+	return pl.fh.RunFilterPluginsWithNominatedPods(ctx, s.state, preemptor, s.ni)
 }
 
 func (pl *Plugin) remove(ctx context.Context, s *sim, preemptor *v1.Pod, u *unit) error {
@@ -243,12 +255,12 @@ func tierName(t int, q gpunode.SetQuality) string {
 // GPUs come last, so only they can be left as victims), and keeps the
 // best result. state and nodeInfo are the caller's copies.
 func (pl *Plugin) selectOnNode(ctx context.Context, c *cycle, state fwk.CycleState, preemptor *v1.Pod, nodeInfo fwk.NodeInfo,
-	units []*unit, pdbs []*policy.PodDisruptionBudget) (*plan, *fwk.Status) {
+	nominatedIn bool, units []*unit, pdbs []*policy.PodDisruptionBudget) (*plan, *fwk.Status) {
 	main := nodeInfo.Node().Name
 	// GPUs held on the node, read before removal.
 	holders := pl.holders(c, nodeInfo, units)
 	remoteInfos := map[string]fwk.NodeInfo{}
-	base := &sim{state: state, ni: nodeInfo, main: main, remote: func(n string) fwk.NodeInfo {
+	base := &sim{state: state, ni: nodeInfo, main: main, nominatedIn: nominatedIn, remote: func(n string) fwk.NodeInfo {
 		if ni, ok := remoteInfos[n]; ok {
 			return ni
 		}
@@ -277,7 +289,7 @@ func (pl *Plugin) selectOnNode(ctx context.Context, c *cycle, state fwk.CycleSta
 			return nil, fwk.AsStatus(err)
 		}
 	}
-	if st := pl.fh.RunFilterPluginsWithNominatedPods(ctx, base.state, preemptor, base.ni); !st.IsSuccess() {
+	if st := pl.filter(ctx, base, preemptor); !st.IsSuccess() {
 		return nil, st
 	}
 	minTier := -1
@@ -391,7 +403,7 @@ func (pl *Plugin) reprieve(ctx context.Context, c *cycle, s *sim, preemptor *v1.
 }
 
 func (pl *Plugin) fits(ctx context.Context, c *cycle, s *sim, preemptor *v1.Pod, minTier int) bool {
-	if st := pl.fh.RunFilterPluginsWithNominatedPods(ctx, s.state, preemptor, s.ni); !st.IsSuccess() {
+	if st := pl.filter(ctx, s, preemptor); !st.IsSuccess() {
 		return false
 	}
 	if minTier < 0 || c.gp == nil {

@@ -338,6 +338,7 @@ func gangPreemptor(t *testing.T, topGPUs int) (ours, stock gangOutcome) {
 			if topGPUs*len(nodes) <= 16 {
 				if len(o.gone) != 16 || o.bound != 16 {
 					t.Errorf("evicted %d, bound %d members; want 16 and 16", len(o.gone), o.bound)
+					logEvents(r.ctx, t, r.env)
 				}
 				waitEventOnAny(r.ctx, t, r.env, members, gpupreempt.EventPreempting, "places all 16 unplaced members")
 			} else {
@@ -349,6 +350,20 @@ func gangPreemptor(t *testing.T, topGPUs int) (ours, stock gangOutcome) {
 		}
 		return o
 	})
+}
+
+// logEvents writes the namespace's events to the test log, so a failure
+// shows which preemptions ran and why.
+func logEvents(ctx context.Context, t *testing.T, env *testenv.Env) {
+	t.Helper()
+	list, err := env.Client.EventsV1().Events("default").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Logf("list events: %v", err)
+		return
+	}
+	for _, e := range list.Items {
+		t.Logf("event %s %s: %s", e.Regarding.Name, e.Reason, e.Note)
+	}
 }
 
 type gangOutcome struct {
