@@ -65,8 +65,15 @@ func (pl *Plugin) preemptForGang(ctx context.Context, c *cycle, state fwk.CycleS
 	if ok, msg := pl.dp.PodEligibleToPreemptOthers(ctx, pod, m.Get(pod.Status.NominatedNodeName)); !ok {
 		return nil, fwk.NewStatus(fwk.Unschedulable, msg)
 	}
-	if n := pl.gangVictimsLeft(id.Key); n > 0 {
-		return nil, fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("gang %s: waiting for %d evicted pod(s) to go", id.Key, n))
+	if n, node := pl.gangWaiting(id.Key, pod.UID); n > 0 {
+		st := fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("gang %s: waiting for %d evicted pod(s) to go", id.Key, n))
+		if node == "" {
+			return nil, st
+		}
+		// Without a nominating result the scheduler drops the member's
+		// nomination (the nominator keeps only what the pod's status
+		// names), and the GPUs freed for it would be open to others.
+		return framework.NewPostFilterResultWithNominatedNode(node), st
 	}
 	placed := len(c.gangs[id.Key])
 	need := id.Size - placed
@@ -221,8 +228,12 @@ func (pl *Plugin) preemptForGang(ctx context.Context, c *cycle, state fwk.CycleS
 			left[v.UID] = v
 		}
 	}
+	placedOn := make(map[types.UID]string, len(pending))
+	for _, member := range pending {
+		placedOn[member.UID] = assign[member.Name]
+	}
 	pl.mu.Lock()
-	pl.gangs[id.Key] = left
+	pl.gangs[id.Key] = &gangPreemption{victims: left, nodes: placedOn}
 	pl.mu.Unlock()
 	for _, member := range pending {
 		if member.UID == pod.UID {
@@ -356,25 +367,29 @@ func (pl *Plugin) pendingMembers(pod *v1.Pod, key string, c *cycle) ([]*v1.Pod, 
 	return append([]*v1.Pod{pod}, out...), nil
 }
 
-// gangVictimsLeft counts the victims of the gang's last preemption that
-// the pod informer still lists or this cycle's snapshot still holds (it
-// can lag the informer: a dry run on it would evict again for room the
-// gang already has).
-func (pl *Plugin) gangVictimsLeft(key string) int {
+// gangWaiting counts the victims of the gang's last preemption that the
+// pod informer still lists or this cycle's snapshot still holds (it can
+// lag the informer: a dry run on it would evict again for room the gang
+// already has), and names the node that preemption placed member on.
+func (pl *Plugin) gangWaiting(key string, member types.UID) (int, string) {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	left := pl.gangs[key]
-	for uid, v := range left {
+	gp := pl.gangs[key]
+	if gp == nil {
+		return 0, ""
+	}
+	for uid, v := range gp.victims {
 		if cur, err := pl.pods.Pods(v.Namespace).Get(v.Name); err == nil && cur.UID == uid {
 			continue
 		}
 		if pl.inSnapshot(v) {
 			continue
 		}
-		delete(left, uid)
+		delete(gp.victims, uid)
 	}
-	if len(left) == 0 {
+	if len(gp.victims) == 0 {
 		delete(pl.gangs, key)
+		return 0, ""
 	}
-	return len(left)
+	return len(gp.victims), gp.nodes[member]
 }

@@ -80,10 +80,19 @@ type Plugin struct {
 	// cur is the PostFilter call in progress (PostFilter runs one pod
 	// at a time; its dry runs run in parallel and read it).
 	cur *cycle
-	// gangs holds, per gang key, the victims a gang preemption evicted
-	// that are not gone yet: the gang's other members wait for them
-	// instead of evicting more.
-	gangs map[string]map[types.UID]*v1.Pod
+	// gangs holds, per gang key, the last gang preemption while its
+	// victims are not all gone: the gang's members wait for them instead
+	// of evicting more.
+	gangs map[string]*gangPreemption
+}
+
+// gangPreemption is a gang preemption in progress.
+type gangPreemption struct {
+	// victims are the evicted pods not gone yet.
+	victims map[types.UID]*v1.Pod
+	// nodes is where the dry run placed each member: a member that waits
+	// keeps its nomination there, so the freed GPUs stay booked for it.
+	nodes map[types.UID]string
 }
 
 var (
@@ -111,7 +120,7 @@ func New(ctx context.Context, _ runtime.Object, fh fwk.Handle) (fwk.Plugin, erro
 		pods:  fh.SharedInformerFactory().Core().V1().Pods().Lister(),
 		jobs:  fh.SharedInformerFactory().Batch().V1().Jobs().Lister(),
 		pdbs:  fh.SharedInformerFactory().Policy().V1().PodDisruptionBudgets().Lister(),
-		gangs: map[string]map[types.UID]*v1.Pod{},
+		gangs: map[string]*gangPreemption{},
 	}
 	pl.ev = preemption.NewEvaluator(Name, fh, pl, dp.Executor)
 	evict := dp.Executor.PreemptPod

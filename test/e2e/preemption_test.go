@@ -3,9 +3,11 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,6 +37,9 @@ type preemptionRun struct {
 	ctx   context.Context
 	invs  map[string]*gpunode.Node
 	stock bool // DefaultPreemption instead of GPUPreempt
+	// hold pauses the reaper: deleted pods stay terminating, as with a
+	// kubelet whose containers take their grace period to stop.
+	hold atomic.Bool
 }
 
 // stockProfile is kubegpu's profile with the stock DefaultPreemption in
@@ -89,6 +94,9 @@ func startPreemption(t *testing.T, stock bool, setup func(r *preemptionRun)) *pr
 // kubelet would once the containers stop.
 func (r *preemptionRun) reap(ctx context.Context) {
 	_ = wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		if r.hold.Load() {
+			return false, nil
+		}
 		list, err := r.env.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, nil //nolint:nilerr // transient; keep polling until ctx ends
@@ -350,6 +358,74 @@ func gangPreemptor(t *testing.T, topGPUs int) (ours, stock gangOutcome) {
 		}
 		return o
 	})
+}
+
+// TestPreemptionGangMembersKeepNominations: while a gang preemption's
+// victims take their time to go, every member that waits keeps its
+// nomination (in its status) to the node the dry run placed it on, so
+// the freed GPUs stay booked for the gang; once the victims are gone all
+// 16 bind and nobody else was evicted.
+func TestPreemptionGangMembersKeepNominations(t *testing.T) {
+	nodes := []string{"n0", "n1", "n2", "n3"}
+	var held, members []string
+	r := startPreemption(t, false, func(r *preemptionRun) {
+		for _, n := range nodes {
+			r.invs[n] = addShapedNode(r.ctx, t, r.env, "dgx1-v100", n, nil)
+			for g := 0; g < 8; g++ {
+				held = append(held, fmt.Sprintf("%s-%d", n, g))
+				r.boundPod(t, fmt.Sprintf("%s-%d", n, g), n, "low", []int{g}, 0)
+			}
+		}
+	})
+	r.hold.Store(true)
+	for i := 0; i < 16; i++ {
+		members = append(members, fmt.Sprintf("hg-%02d", i))
+		createPods(r.ctx, t, r.env, gangMember(members[i], "hpgang", 16, 1, "60s", withClass("high")))
+	}
+	waitEventOnAny(r.ctx, t, r.env, members, gpupreempt.EventPreempting, "places all 16 unplaced members")
+
+	// Every member, having waited at least once, names its node; the
+	// nominations per node match the GPUs being freed there.
+	var nominated map[string]int
+	var terminating map[string]int
+	err := wait.PollUntilContextTimeout(r.ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		list, err := r.env.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil //nolint:nilerr // transient; keep polling until the timeout
+		}
+		nominated, terminating = map[string]int{}, map[string]int{}
+		for _, p := range list.Items {
+			switch {
+			case slices.Contains(members, p.Name) && p.Spec.NodeName == "" && p.Status.NominatedNodeName != "":
+				nominated[p.Status.NominatedNodeName]++
+			case slices.Contains(held, p.Name) && p.DeletionTimestamp != nil:
+				terminating[p.Spec.NodeName]++
+			}
+		}
+		n := 0
+		for _, k := range nominated {
+			n += k
+		}
+		return n == 16, nil
+	})
+	if err != nil {
+		logEvents(r.ctx, t, r.env)
+		t.Fatalf("members nominated per node %v, want all 16 (victims terminating per node %v): %v", nominated, terminating, err)
+	}
+	if !maps.Equal(nominated, terminating) {
+		t.Errorf("members nominated per node %v, victims terminating per node %v; want the same", nominated, terminating)
+	}
+	if bound := placement(r.ctx, t, r.env, members); len(bound) != 0 {
+		t.Errorf("%d members bound while the victims still run", len(bound))
+	}
+
+	r.hold.Store(false)
+	waitAllBound(r.ctx, t, r.env, members)
+	if gone := r.settle(t, held, time.Second); len(gone) != 16 {
+		logEvents(r.ctx, t, r.env)
+		t.Errorf("evicted %d pods %v, want 16", len(gone), gone)
+	}
+	t.Logf("FIGURES gang nominations while victims terminate: members nominated per node %v, victims per node %v", nominated, terminating)
 }
 
 // logEvents writes the namespace's events to the test log, so a failure
