@@ -121,19 +121,18 @@ func (pl *Plugin) preemptForGang(ctx context.Context, c *cycle, state fwk.CycleS
 		sims[n] = s
 		return s
 	}
-	// Every view holds the nominated pods that count against the gang:
-	// those of equal or higher priority, less the gang's own members.
-	// The dry run places those members anew; counting their nominations
-	// from an earlier preemption as well would book them twice and
-	// evict for room they already have.
-	for _, ni := range infos {
-		if err := pl.addNominated(ctx, simOf(ni.Node().Name), pod, id.Key); err != nil {
-			return nil, fwk.AsStatus(err)
-		}
-	}
 	stale := 0
 	for _, ni := range infos {
-		n, err := pl.dropStale(ctx, c, simOf(ni.Node().Name), pod)
+		s := simOf(ni.Node().Name)
+		// Every view holds the nominated pods that count against the
+		// gang: those of equal or higher priority, less the gang's own
+		// members. The dry run places those members anew; counting their
+		// nominations from an earlier preemption as well would book them
+		// twice and evict for room they already have.
+		if err := pl.addNominated(ctx, s, pod, id.Key); err != nil {
+			return nil, fwk.AsStatus(err)
+		}
+		n, err := pl.dropStale(ctx, c, s, pod)
 		if err != nil {
 			return nil, fwk.AsStatus(err)
 		}
