@@ -301,37 +301,48 @@ func TestPreemptionEvictsWholeGangOnly(t *testing.T) {
 		len(stock.gone), stock.gone, members(stock.gone), 4*members(stock.gone)+len(stock.gone)-members(stock.gone))
 }
 
-// gangPreemptor runs a high-priority gang of 16 single-GPU pods on four
-// full DGX-1 nodes whose first topGPUs GPUs are held by top-priority
-// pods, the rest by low-priority ones.
-func gangPreemptor(t *testing.T, topGPUs int) (ours, stock gangOutcome) {
-	nodes := []string{"n0", "n1", "n2", "n3"}
-	var held []string
+// gangPreemptorScene names four full DGX-1 nodes' single-GPU pods and
+// the 16 single-GPU members of a high-priority gang; fill creates the
+// nodes and the pods, the first topGPUs GPUs of each node held by
+// top-priority pods and the rest by low-priority ones.
+func gangPreemptorScene(topGPUs int) (nodes, held, members []string, fill func(t *testing.T, r *preemptionRun)) {
+	nodes = []string{"n0", "n1", "n2", "n3"}
 	for _, n := range nodes {
 		for g := 0; g < 8; g++ {
 			held = append(held, fmt.Sprintf("%s-%d", n, g))
 		}
 	}
-	var members []string
 	for i := 0; i < 16; i++ {
 		members = append(members, fmt.Sprintf("hg-%02d", i))
 	}
-	return compare(t, func(t *testing.T, stock bool) gangOutcome {
-		r := startPreemption(t, stock, func(r *preemptionRun) {
-			for _, n := range nodes {
-				r.invs[n] = addShapedNode(r.ctx, t, r.env, "dgx1-v100", n, nil)
-				for g := 0; g < 8; g++ {
-					class := "low"
-					if g < topGPUs {
-						class = "top"
-					}
-					r.boundPod(t, fmt.Sprintf("%s-%d", n, g), n, class, []int{g}, 0)
+	fill = func(t *testing.T, r *preemptionRun) {
+		for _, n := range nodes {
+			r.invs[n] = addShapedNode(r.ctx, t, r.env, "dgx1-v100", n, nil)
+			for g := 0; g < 8; g++ {
+				class := "low"
+				if g < topGPUs {
+					class = "top"
 				}
+				r.boundPod(t, fmt.Sprintf("%s-%d", n, g), n, class, []int{g}, 0)
 			}
-		})
-		for _, m := range members {
-			createPods(r.ctx, t, r.env, gangMember(m, "hpgang", 16, 1, "60s", withClass("high")))
 		}
+	}
+	return nodes, held, members, fill
+}
+
+// createGang creates the gang's members (gangPreemptorScene).
+func createGang(r *preemptionRun, t *testing.T, members []string) {
+	for _, m := range members {
+		createPods(r.ctx, t, r.env, gangMember(m, "hpgang", len(members), 1, "60s", withClass("high")))
+	}
+}
+
+// gangPreemptor runs the gang of gangPreemptorScene against its nodes.
+func gangPreemptor(t *testing.T, topGPUs int) (ours, stock gangOutcome) {
+	nodes, held, members, fill := gangPreemptorScene(topGPUs)
+	return compare(t, func(t *testing.T, stock bool) gangOutcome {
+		r := startPreemption(t, stock, func(r *preemptionRun) { fill(t, r) })
+		createGang(r, t, members)
 		var o gangOutcome
 		if topGPUs*len(nodes) <= 32-16 {
 			waitAllBound(r.ctx, t, r.env, members)
@@ -366,22 +377,10 @@ func gangPreemptor(t *testing.T, topGPUs int) (ours, stock gangOutcome) {
 // the freed GPUs stay booked for the gang; once the victims are gone all
 // 16 bind and nobody else was evicted.
 func TestPreemptionGangMembersKeepNominations(t *testing.T) {
-	nodes := []string{"n0", "n1", "n2", "n3"}
-	var held, members []string
-	r := startPreemption(t, false, func(r *preemptionRun) {
-		for _, n := range nodes {
-			r.invs[n] = addShapedNode(r.ctx, t, r.env, "dgx1-v100", n, nil)
-			for g := 0; g < 8; g++ {
-				held = append(held, fmt.Sprintf("%s-%d", n, g))
-				r.boundPod(t, fmt.Sprintf("%s-%d", n, g), n, "low", []int{g}, 0)
-			}
-		}
-	})
+	_, held, members, fill := gangPreemptorScene(0)
+	r := startPreemption(t, false, func(r *preemptionRun) { fill(t, r) })
 	r.hold.Store(true)
-	for i := 0; i < 16; i++ {
-		members = append(members, fmt.Sprintf("hg-%02d", i))
-		createPods(r.ctx, t, r.env, gangMember(members[i], "hpgang", 16, 1, "60s", withClass("high")))
-	}
+	createGang(r, t, members)
 	waitEventOnAny(r.ctx, t, r.env, members, gpupreempt.EventPreempting, "places all 16 unplaced members")
 
 	// Every member, having waited at least once, names its node; the
