@@ -382,6 +382,13 @@ func TestPreemptionGangMembersKeepNominations(t *testing.T) {
 	r.hold.Store(true)
 	createGang(r, t, members)
 	waitEventOnAny(r.ctx, t, r.env, members, gpupreempt.EventPreempting, "places all 16 unplaced members")
+	// Members that failed before the preemption sleep in the unschedulable
+	// pool until an event wakes them; a node without GPUs joining does
+	// (the Gang plugin requeues on Node/Add) and changes no placement, so
+	// every member runs while the victims still terminate.
+	if _, err := testenv.AddGPUNode(r.ctx, r.env.Client, testenv.GPUNode{Name: "cpu-0"}); err != nil {
+		t.Fatal(err)
+	}
 
 	// Every member, having waited at least once, names its node; the
 	// nominations per node match the GPUs being freed there.
